@@ -1,0 +1,1 @@
+"""Safety evaluation: benchmarks, attacks and judges (registered plugins), metrics, utility, runner."""

@@ -1,0 +1,89 @@
+"""Attack plugin base.
+
+Two kinds of attack share one interface:
+
+* **Transforms** (direct, prefill, templates, encodings, many-shot, best-of-n...) override
+  :meth:`Attack.transform`: ``Sample -> list[AttackedPrompt]`` (several variants for best-of-n;
+  a sample counts as attacked successfully if any variant succeeds).  The runner generates
+  for them in big batches.
+* **Optimisers** (embedding-pgd, gcg, pair) override :meth:`Attack.run`, which gets an
+  :class:`AttackContext` with the target model, a generate function and (optionally) a judge,
+  and returns finished :class:`~lpa.records.Generation` rows, logging its rounds/loss curve in
+  each row's ``attack_log``.
+
+Every generation records ``attack`` (name) and ``attack_args`` (settings, budgets, seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lpa.plugins import Plugin
+from lpa.records import Generation, Message, Sample
+from lpa.registry import Registry
+
+ATTACKS: Registry[type[Attack]] = Registry("attack", modules=["lpa.eval.attacks.direct"])
+
+
+def register_attack(cls: type[Attack]) -> type[Attack]:
+    ATTACKS.register(cls.name, cls)
+    return cls
+
+
+class AttackedPrompt(BaseModel):
+    """What the target model is given: the conversation and an optional assistant prefill."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[Message]
+    prefill: str | None = None
+    variant: int = 0
+    info: dict[str, Any] = Field(default_factory=dict)  # e.g. the encoding used, the template id
+
+
+@dataclass
+class AttackContext:
+    """What optimising attacks may use. ``generate`` takes prompts and returns completion texts."""
+
+    model: Any
+    tokenizer: Any
+    generate: Callable[[Sequence[AttackedPrompt]], list[str]]
+    judge: Callable[[Sample, str], float] | None = None  # 0 (safe) .. 1 (jailbroken)
+    seed: int = 0
+    model_name: str = ""
+    adapter: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+class Attack(Plugin):
+    kind = "attack"
+    needs_model: ClassVar[bool] = False  # True for white-box / adaptive attacks that override run()
+    description: ClassVar[str] = ""
+
+    def transform(self, sample: Sample) -> list[AttackedPrompt]:
+        raise NotImplementedError(f"attack {self.name!r} does not define transform()")
+
+    def run(self, samples: Sequence[Sample], ctx: AttackContext) -> list[Generation]:
+        """Default: transform, then generate through ``ctx.generate``."""
+        prompts = [(sample, p) for sample in samples for p in self.transform(sample)]
+        texts = ctx.generate([p for _, p in prompts])
+        return [
+            Generation(
+                sample_id=sample.id,
+                benchmark=sample.benchmark,
+                attack=self.name,
+                attack_args=self.args.model_dump(mode="json"),
+                model=ctx.model_name,
+                adapter=ctx.adapter,
+                settings=ctx.settings,
+                messages=prompt.messages,
+                prefill=prompt.prefill,
+                text=text,
+                variant=prompt.variant,
+            )
+            for (sample, prompt), text in zip(prompts, texts, strict=True)
+        ]

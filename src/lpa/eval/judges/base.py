@@ -1,0 +1,40 @@
+"""Judge plugin base: ``Judge(**args).judge(samples, generations) -> list[Verdict]``.
+
+A verdict carries a label (refused / complied / partial), a score where the judge has one, the
+raw judge output and an ``error`` field: a judge that cannot parse its own answer sets
+``error`` and leaves ``label`` empty, so reports count failures on their own line instead of
+mixing them into refusal rates.  Probe judges (``needs_generation = False``, e.g. yes/no) score
+the request itself and receive ``generations=None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from lpa.plugins import Plugin
+from lpa.records import Generation, Sample, Verdict
+from lpa.registry import Registry
+
+JUDGES: Registry[type[Judge]] = Registry("judge", modules=[])
+
+
+def register_judge(cls: type[Judge]) -> type[Judge]:
+    JUDGES.register(cls.name, cls)
+    return cls
+
+
+class Judge(Plugin):
+    kind = "judge"
+    needs_generation: ClassVar[bool] = True
+    needs_model: ClassVar[bool] = False  # judges that score with the target model itself (yes/no probe)
+
+    def judge(
+        self,
+        samples: Sequence[Sample],
+        generations: Sequence[Generation] | None,
+        *,
+        model: Any = None,
+        tokenizer: Any = None,
+    ) -> list[Verdict]:
+        raise NotImplementedError

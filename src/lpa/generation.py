@@ -1,0 +1,287 @@
+"""Chat formatting and batched generation (HF backend).
+
+Prompts are formatted with the tokenizer's own chat template; templates without a system role
+get the system prompt folded into the first user turn; tokenizers without any template get a
+plain ``User:/Assistant:`` format.  Generation is batched with left padding and sorted by
+length so padding is minimal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from lpa.records import Message
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+class GenerationSettings(BaseModel):
+    """Decoding settings; recorded with every generation so cached results stay keyed by them."""
+
+    max_new_tokens: int = Field(128, ge=1, description="Maximum tokens to generate per prompt.")
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (only with do_sample).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (only with do_sample).")
+    seed: int = Field(0, description="Seed for sampling.")
+    batch_size: int = Field(16, ge=1, description="Prompts per forward batch.")
+
+    def key(self) -> dict[str, Any]:
+        """The fields that change outputs (batch size does not, for greedy decoding)."""
+        data = self.model_dump()
+        data.pop("batch_size")
+        if not self.do_sample:
+            data.pop("temperature")
+            data.pop("top_p")
+            data.pop("seed")
+        return data
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "eos" or "length"
+
+
+Conversation = Sequence[Message] | str
+
+
+def to_messages(conversation: Conversation, system: str | None = None) -> list[Message]:
+    messages = [{"role": "user", "content": conversation}] if isinstance(conversation, str) else list(conversation)
+    if system is not None and not (messages and messages[0]["role"] == "system"):
+        messages = [{"role": "system", "content": system}, *messages]
+    return messages
+
+
+def _fold_system(messages: list[Message]) -> list[Message]:
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    system, rest = messages[0]["content"], messages[1:]
+    if rest and rest[0]["role"] == "user":
+        return [{"role": "user", "content": f"{system}\n\n{rest[0]['content']}"}, *rest[1:]]
+    return [{"role": "user", "content": system}, *rest]
+
+
+def _plain_format(messages: list[Message], add_generation_prompt: bool) -> str:
+    names = {"system": "System", "user": "User", "assistant": "Assistant"}
+    text = "".join(f"{names.get(m['role'], m['role'].title())}: {m['content']}\n" for m in messages)
+    return text + ("Assistant:" if add_generation_prompt else "")
+
+
+def format_chat(
+    tokenizer: PreTrainedTokenizerBase,
+    conversation: Conversation,
+    *,
+    system: str | None = None,
+    prefill: str | None = None,
+    add_generation_prompt: bool = True,
+) -> str:
+    """Render a conversation as the model's prompt text.
+
+    ``prefill`` starts the assistant turn (the model continues it), which is how prefill
+    attacks and completion-scoring work.
+    """
+    messages = to_messages(conversation, system)
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        except Exception as exc:  # jinja TemplateError: e.g. "System role not supported"
+            if messages and messages[0]["role"] == "system" and "system" in str(exc).lower():
+                text = tokenizer.apply_chat_template(
+                    _fold_system(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+                )
+            else:
+                raise
+    else:
+        text = _plain_format(messages, add_generation_prompt)
+    if prefill:
+        text = text + prefill
+    return text
+
+
+def uses_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, texts: list[str], device: Any = None) -> dict[str, torch.Tensor]:
+    """Left-padded batch; chat templates already contain BOS, so no special tokens are added then."""
+    batch = tokenizer(
+        texts, return_tensors="pt", padding=True, add_special_tokens=not uses_chat_template(tokenizer)
+    )
+    return {k: v.to(device) for k, v in batch.items()} if device is not None else dict(batch)
+
+
+def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """EOS ids from the generation config and tokenizer, plus the chat template's end-of-turn token."""
+    ids: set[int] = set()
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (config_eos, tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>"):
+        token_id = tokenizer.convert_tokens_to_ids(token) if token in tokenizer.get_vocab() else None
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
+    return sorted(ids)
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Conversation],
+    settings: GenerationSettings | None = None,
+    *,
+    system: str | None = None,
+    prefills: Sequence[str | None] | None = None,
+    progress: bool | str = False,
+    on_batch: Callable[[list[int], list[Completion]], None] | None = None,
+) -> list[Completion]:
+    """Generate one completion per conversation, batched; results come back in input order.
+
+    ``on_batch(indices, completions)`` is called after each batch so callers can append results
+    to disk as they arrive (resumable runs).
+    """
+    import torch
+
+    settings = settings or GenerationSettings()
+    prefills = list(prefills) if prefills is not None else [None] * len(conversations)
+    texts = [format_chat(tokenizer, c, system=system, prefill=p) for c, p in zip(conversations, prefills, strict=True)]
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    results: list[Completion | None] = [None] * len(texts)
+    device = next(model.parameters()).device
+    stops = stop_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
+    batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
+    bar = _progress(progress, len(texts))
+    try:
+        for batch_index, indices in enumerate(batches):
+            batch = tokenize_prompts(tokenizer, [texts[i] for i in indices], device)
+            kwargs: dict[str, Any] = dict(
+                max_new_tokens=settings.max_new_tokens,
+                do_sample=settings.do_sample,
+                pad_token_id=pad_id,
+                eos_token_id=stops or None,
+            )
+            if settings.do_sample:
+                torch.manual_seed(settings.seed + batch_index)
+                kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+            else:
+                kwargs.update(temperature=None, top_p=None, top_k=None)
+            with torch.no_grad():
+                output = model.generate(**batch, **kwargs)
+            new_tokens = output[:, batch["input_ids"].shape[1] :]
+            completions = []
+            for row, index in enumerate(indices):
+                tokens = new_tokens[row].tolist()
+                end = next((k for k, t in enumerate(tokens) if t in stops), None)
+                kept = tokens if end is None else tokens[:end]
+                completion = Completion(
+                    text=tokenizer.decode(kept, skip_special_tokens=True),
+                    prompt_tokens=int(batch["attention_mask"][row].sum()),
+                    completion_tokens=len(kept),
+                    finish_reason="length" if end is None else "eos",
+                )
+                results[index] = completion
+                completions.append(completion)
+            if on_batch is not None:
+                on_batch(indices, completions)
+            if bar is not None:
+                bar[0].update(bar[1], advance=len(indices))
+    finally:
+        if bar is not None:
+            bar[0].stop()
+    return [r for r in results if r is not None]
+
+
+def _progress(progress: bool | str, total: int) -> Any:
+    if not progress:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    task = bar.add_task(progress if isinstance(progress, str) else "generating", total=total)
+    bar.start()
+    return bar, task
+
+
+def read_prompts(path: str | Any) -> list[dict[str, Any]]:
+    """Read prompts from JSONL (``prompt`` or ``messages``, optional ``id``, ``system``) or .txt (one per line)."""
+    from pathlib import Path
+
+    from lpa.errors import LpaError
+    from lpa.io import read_jsonl
+
+    path = Path(path)
+    if not path.is_file():
+        raise LpaError(f"Prompts file not found: {path}")
+    rows: list[dict[str, Any]] = []
+    if path.suffix == ".txt":
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        return [{"id": str(i), "prompt": line} for i, line in enumerate(lines) if line]
+    for number, row in enumerate(read_jsonl(path, missing_ok=False)):
+        if not isinstance(row, dict) or not ("prompt" in row or "messages" in row):
+            raise LpaError(f"{path}: row {number + 1} needs a 'prompt' or 'messages' field.")
+        row = dict(row)
+        row["id"] = str(row.get("id", number))
+        rows.append(row)
+    if not rows:
+        raise LpaError(f"{path}: no prompts found.")
+    return rows
+
+
+def generate_jsonl(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts_path: Any,
+    out_path: Any,
+    settings: GenerationSettings | None = None,
+    *,
+    system: str | None = None,
+    progress: bool = True,
+) -> int:
+    """Generate for every prompt in a file, appending to ``out_path``; prompts already there are skipped.
+
+    Returns the number of new generations.  Interrupting loses at most the batch in flight.
+    """
+    from lpa.io import append_jsonl, read_jsonl
+
+    settings = settings or GenerationSettings()
+    rows = read_prompts(prompts_path)
+    done = {str(r.get("id")) for r in read_jsonl(out_path)}
+    todo = [r for r in rows if r["id"] not in done]
+    if not todo:
+        return 0
+    conversations = [r.get("messages") or r["prompt"] for r in todo]
+
+    def save(indices: list[int], completions: list[Completion]) -> None:
+        append_jsonl(
+            out_path,
+            [
+                {
+                    "id": todo[i]["id"],
+                    "prompt": todo[i].get("prompt"),
+                    "messages": todo[i].get("messages"),
+                    "text": c.text,
+                    "prompt_tokens": c.prompt_tokens,
+                    "completion_tokens": c.completion_tokens,
+                    "finish_reason": c.finish_reason,
+                    "model": getattr(model, "lpa_spec", None),
+                    "adapter": getattr(model, "lpa_adapter", None),
+                    "settings": settings.key(),
+                }
+                for i, c in zip(indices, completions, strict=True)
+            ],
+        )
+
+    generate(model, tokenizer, conversations, settings, system=system, progress=progress, on_batch=save)
+    return len(todo)

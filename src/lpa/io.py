@@ -1,0 +1,80 @@
+"""Crash-safe file helpers: atomic writes and append-only JSONL that survives kill -9.
+
+Every stage writes through these so that nothing already computed is lost on a crash and a
+rerun can skip finished work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from lpa.errors import LpaError
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` so readers see either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(_plain(obj), indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    return obj
+
+
+def append_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
+    """Append rows, one JSON object per line, flushed and fsynced (a crash loses at most a partial line)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(_plain(row), sort_keys=True, default=str, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl(path: str | Path, *, missing_ok: bool = True) -> list[dict[str, Any]]:
+    """Read a JSONL file, skipping a truncated last line left by a crash."""
+    return list(iter_jsonl(path, missing_ok=missing_ok))
+
+
+def iter_jsonl(path: str | Path, *, missing_ok: bool = True) -> Iterator[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        if missing_ok:
+            return
+        raise LpaError(f"File not found: {path}")
+    with path.open(encoding="utf-8") as handle:
+        lines = handle.readlines()
+    for number, line in enumerate(lines, start=1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines):  # a partial line from an interrupted append
+                return
+            raise LpaError(f"{path}:{number}: not valid JSON ({exc.msg}).") from None

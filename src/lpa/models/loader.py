@@ -1,0 +1,241 @@
+"""``load_model(spec)`` -> (model, tokenizer) for any causal LM.
+
+``spec`` is a built-in alias, a local checkpoint directory, a ``.gguf`` file, or a Hugging
+Face hub id.  GGUF files are de-quantised by transformers (slow, ~30 s for 135M params), so
+the first load converts them into a plain safetensors checkpoint under the cache directory
+(``$LPA_CACHE_DIR``, default the user cache dir) and later loads read that instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lpa.errors import LpaError
+from lpa.models.aliases import ALIASES, resolve_alias
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+           "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def cache_root() -> Path:
+    """Where converted GGUF checkpoints live (``$LPA_CACHE_DIR`` overrides)."""
+    env = os.environ.get("LPA_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("lpa"))
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """``None``/"auto" picks CUDA, then Apple MPS, then CPU."""
+    import torch
+
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise LpaError(f"Unknown device {device!r}. Valid choices: auto, cpu, cuda, cuda:N, mps.") from None
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    """``None``/"auto": bf16 on CUDA with bf16 support, fp32 elsewhere (CPU half is slow and lossy)."""
+    import torch
+
+    if dtype in (None, "auto"):
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    key = _DTYPES.get(str(dtype).lower().replace("torch.", ""))
+    if key is None:
+        raise LpaError(f"Unknown dtype {dtype!r}. Valid choices: auto, {', '.join(sorted(_DTYPES))}.")
+    return getattr(torch, key)
+
+
+def model_name(spec: str) -> str:
+    """A stable, human-readable name for records (alias or id as given; local paths resolved)."""
+    if spec in ALIASES:
+        return spec
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or os.sep in spec.strip("/").split("/", 1)[0]
+
+
+def _resolve_source(spec: str) -> str:
+    alias = resolve_alias(spec)
+    if alias is not None:
+        return alias.resolve()
+    path = Path(spec).expanduser()
+    if path.exists():
+        return str(path)
+    if _looks_like_path(spec) or spec.count("/") > 1:
+        raise LpaError(
+            f"Model path {spec!r} does not exist. Give an existing checkpoint directory or .gguf file, "
+            f"a Hugging Face model id (org/name), or an alias: {', '.join(sorted(ALIASES))}."
+        )
+    return spec  # a hub id
+
+
+def _gguf_cache_dir(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:16]
+    return cache_root() / "gguf" / f"{gguf.stem}-{key}"
+
+
+def _is_complete(checkpoint: Path) -> bool:
+    return (checkpoint / "config.json").is_file() and (checkpoint / ".complete").is_file()
+
+
+def convert_gguf(gguf: Path, out_dir: Path | None = None) -> Path:
+    """De-quantise a GGUF file once into a plain safetensors checkpoint and return its directory.
+
+    transformers refuses to ``save_pretrained`` a GGUF-loaded model (it carries a
+    non-serialisable quantizer), so we build a clean model from the config and load the
+    de-quantised weights into it, then save that.  The directory is written under a temporary
+    name and renamed at the end, so a crash never leaves a half-written cache.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    out_dir = out_dir or _gguf_cache_dir(gguf)
+    if _is_complete(out_dir):
+        return out_dir
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
+    except ValueError as exc:
+        message = str(exc)
+        if "not supported" in message.lower() or "architecture" in message.lower():
+            raise LpaError(f"Cannot load GGUF file {gguf}: {message}") from None
+        raise
+    config_dict = loaded.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config_dict.pop("_name_or_path", None)
+    model_type = config_dict.pop("model_type")
+    clean_config = AutoConfig.for_model(model_type, **config_dict)
+    clean = AutoModelForCausalLM.from_config(clean_config, dtype=loaded.dtype)
+    missing, unexpected = clean.load_state_dict(loaded.state_dict(), strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and clean_config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF conversion mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
+    if loaded.generation_config is not None:
+        clean.generation_config = loaded.generation_config
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        clean.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE").write_text(f"{gguf.resolve()}\n", encoding="utf-8")
+        (tmp / ".complete").touch()
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _checkpoint_for(spec: str) -> str:
+    """Resolve aliases and GGUF files to a loadable checkpoint (dir or hub id)."""
+    source = _resolve_source(spec)
+    if source.endswith(".gguf"):
+        return str(convert_gguf(Path(source)))
+    return source
+
+
+def load_tokenizer(spec: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(_checkpoint_for(spec), trust_remote_code=trust_remote_code)
+    prepare_tokenizer(tokenizer)
+    return tokenizer
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Left padding (batched generation) and a pad token (many chat models lack one)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_model(
+    spec: str,
+    *,
+    adapter: str | Path | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+    merge_adapter: bool = False,
+    **kwargs: Any,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer, in eval mode, on the chosen device and dtype.
+
+    ``adapter`` is a PEFT adapter directory (e.g. the ``adapter/`` of an ``lpa train`` run);
+    the model is then a ``PeftModel`` unless ``merge_adapter`` is set.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    checkpoint = _checkpoint_for(spec)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    try:
+        config = AutoConfig.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise LpaError(
+            f"Cannot load model {spec!r}: {str(exc).splitlines()[0]} "
+            f"(built-in aliases: {', '.join(sorted(ALIASES))})."
+        ) from None
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    is_causal = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not getattr(config, "is_encoder_decoder", False)
+    if not is_causal and not trust_remote_code:
+        raise LpaError(
+            f"Model {spec!r} is a {config.model_type!r} model, not a causal language model "
+            "(lpa needs a decoder-only LM such as Llama, Qwen, Mistral, Gemma, GPT-2, Phi)."
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            checkpoint, dtype=torch_dtype, trust_remote_code=trust_remote_code, **kwargs
+        )
+    except (OSError, ValueError) as exc:
+        raise LpaError(f"Cannot load model {spec!r}: {str(exc).splitlines()[0]}") from None
+    model.to(torch_device)
+    tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
+    if adapter is not None:
+        model = attach_adapter(model, adapter, merge=merge_adapter)
+    model.eval()
+    model.lpa_spec = spec  # type: ignore[attr-defined]  # recorded in generations and results
+    model.lpa_adapter = str(adapter) if adapter is not None else None  # type: ignore[attr-defined]
+    return model, tokenizer
+
+
+def attach_adapter(model: PreTrainedModel, adapter: str | Path, *, merge: bool = False) -> Any:
+    """Wrap ``model`` with a saved PEFT adapter (plain ``peft`` format)."""
+    from peft import PeftModel
+
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise LpaError(f"Adapter directory {path} has no adapter_config.json (expected a PEFT adapter).")
+    peft_model = PeftModel.from_pretrained(model, str(path))
+    return peft_model.merge_and_unload() if merge else peft_model

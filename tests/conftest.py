@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny random models (fast) and the embedded model (slow, session-scoped)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lpa.testing import TINY_ARCHITECTURES, tiny_model, tiny_tokenizer
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared local benchmark copies (tests may use them; the product never assumes them)."""
+    env = os.environ.get("LPA_DATA_DIR")
+    path = Path(env) if env else SHARED_DATA
+    if not path.is_dir():
+        pytest.skip(f"benchmark data folder not found: {path}")
+    return path
+
+
+@pytest.fixture
+def tokenizer():
+    return tiny_tokenizer()
+
+
+@pytest.fixture
+def llama():
+    return tiny_model("llama")
+
+
+@pytest.fixture(params=sorted(TINY_ARCHITECTURES))
+def any_arch_model(request):
+    return tiny_model(request.param)
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """(model, tokenizer) of the embedded SmolLM2-135M-Instruct; converted once, then cached."""
+    from lpa.models import load_model
+
+    try:
+        return load_model("smollm2-135m", device="cpu")
+    except Exception as exc:  # the package is missing: a setup problem, shown as a skip reason
+        pytest.skip(f"embedded model unavailable: {exc}")
