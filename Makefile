@@ -22,6 +22,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[dev,datasets]"
+	$(BIN)/pip install -q --no-deps steering-vectors==0.12.2
 	touch $@
 
 install: $(VENV)/.installed
