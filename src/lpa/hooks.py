@@ -25,16 +25,16 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
 
 from lpa.errors import LpaError
 
-LayerSpec = Union[int, float, str]
+LayerSpec = int | float | str
 EMBED = "embed"
-LayerKey = Union[int, str]  # a resolved layer: int index or "embed"
+LayerKey = int | str  # a resolved layer: int index or "embed"
 
 _NUM_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 _HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model")
