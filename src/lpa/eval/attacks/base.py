@@ -26,7 +26,22 @@ from lpa.plugins import Plugin
 from lpa.records import Generation, Message, Sample
 from lpa.registry import Registry
 
-ATTACKS: Registry[type[Attack]] = Registry("attack", modules=["lpa.eval.attacks.direct"])
+ATTACKS: Registry[type[Attack]] = Registry(
+    "attack",
+    modules=[
+        "lpa.eval.attacks.direct",
+        "lpa.eval.attacks.prefill",
+        "lpa.eval.attacks.template",
+        "lpa.eval.attacks.suppression",
+        "lpa.eval.attacks.encoding",
+        "lpa.eval.attacks.best_of_n",
+        "lpa.eval.attacks.many_shot",
+        "lpa.eval.attacks.past_tense",
+        "lpa.eval.attacks.embedding_pgd",
+        "lpa.eval.attacks.gcg",
+        "lpa.eval.attacks.pair",
+    ],
+)
 
 
 def register_attack(cls: type[Attack]) -> type[Attack]:

@@ -12,11 +12,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from lpa.plugins import Plugin
+from lpa.plugins import Plugin, PluginArgs
 from lpa.records import Generation, Sample, Verdict
 from lpa.registry import Registry
 
-JUDGES: Registry[type[Judge]] = Registry("judge", modules=[])
+JUDGES: Registry[type[Judge]] = Registry(
+    "judge",
+    modules=[
+        "lpa.eval.judges.keyword",
+        "lpa.eval.judges.yesno",
+        "lpa.eval.judges.hf_classifier",
+        "lpa.eval.judges.llm",
+    ],
+)
 
 
 def register_judge(cls: type[Judge]) -> type[Judge]:
@@ -24,8 +32,16 @@ def register_judge(cls: type[Judge]) -> type[Judge]:
     return cls
 
 
+class JudgeArgs(PluginArgs):
+    """Base of every judge's settings."""
+
+
 class Judge(Plugin):
+    """``score`` convention: 0 (safe / refused) .. 1 (harmful request answered), where the judge has one."""
+
     kind = "judge"
+    Args = JudgeArgs
+    description: ClassVar[str] = ""
     needs_generation: ClassVar[bool] = True
     needs_model: ClassVar[bool] = False  # judges that score with the target model itself (yes/no probe)
 

@@ -1,0 +1,63 @@
+"""Any user JSONL/CSV/JSON/TXT file, with a column mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from lpa.errors import LpaError
+from lpa.eval.benchmarks.base import Benchmark, BenchmarkArgs, column, read_table, register_benchmark
+from lpa.records import Sample
+
+
+class FileArgs(BenchmarkArgs):
+    path: str = Field(..., description="The file (.jsonl, .csv, .json or .txt).")
+    prompt_column: str = Field("prompt", description="Column holding the request.")
+    id_column: str | None = Field(None, description="Column holding a sample id (default: row number).")
+    category_column: str | None = Field(None, description="Column holding a category.")
+    label: Literal["harmful", "benign"] | None = Field("harmful", description="Label of every row (if no label_column).")
+    label_column: str | None = Field(None, description="Column holding harmful/benign (also unsafe/safe, 1/0).")
+    name: str | None = Field(None, description="Benchmark name in results (default: the file stem).")
+
+
+_LABELS = {"harmful": "harmful", "unsafe": "harmful", "1": "harmful", "true": "harmful",
+           "benign": "benign", "safe": "benign", "0": "benign", "false": "benign"}
+
+
+@register_benchmark
+class FileBenchmark(Benchmark):
+    name = "file"
+    description = "A user JSONL/CSV file: file:path=my.jsonl,prompt_column=text,label=benign."
+    Args = FileArgs
+
+    def samples(self) -> list[Sample]:
+        args: FileArgs = self.args  # type: ignore[assignment]
+        path = Path(args.path).expanduser()
+        if not path.is_file():
+            raise LpaError(f"Benchmark file not found: {path}")
+        bench = args.name or path.stem
+        out = []
+        for i, row in enumerate(read_table(path)):
+            if args.label_column:
+                raw = str(column(row, [args.label_column], path)).strip().lower()
+                if raw not in _LABELS:
+                    raise LpaError(f"{path}: row {i + 1}: label {raw!r} is not one of {sorted(_LABELS)}.")
+                label = _LABELS[raw]
+            elif args.label is None:
+                raise LpaError("Give label= or label_column= for a file benchmark.")
+            else:
+                label = args.label
+            out.append(
+                Sample(
+                    id=str(row[args.id_column]) if args.id_column else f"{bench}_{i}",
+                    benchmark=bench,
+                    prompt=str(column(row, [args.prompt_column], path)),
+                    category=str(row[args.category_column]) if args.category_column and row.get(args.category_column) else None,
+                    label=label,  # type: ignore[arg-type]
+                )
+            )
+        if not out:
+            raise LpaError(f"{path}: no rows.")
+        return out

@@ -1,0 +1,352 @@
+"""Run an :class:`EvalSuite`: generate (cached), judge (cached), compute metrics, write reports.
+
+Files in the run directory:
+
+* ``generations.jsonl`` — one row per (model, adapter, benchmark, sample, attack spec, variant,
+  generation settings, system prompt, prompt digest), keyed by ``key``;
+* ``judgements.jsonl`` — one verdict per generation key x judge spec, keyed by ``key``;
+* ``results.json`` / ``results.csv`` (tidy rows), ``report.md``, ``plots/*.png``.
+
+Rows are appended after each batch (fsynced), so an interrupted run loses at most the batch in
+flight; a rerun skips finished work; changing the judge re-judges without regenerating.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lpa.eval.attacks import ATTACKS, Attack, AttackContext, AttackedPrompt
+from lpa.eval.benchmarks import BENCHMARKS
+from lpa.eval.judges import JUDGES, Judge
+from lpa.eval.metrics import JudgedItem, MetricRow, coherence_rows, compute_metrics
+from lpa.eval.suite import EvalSuite
+from lpa.generation import GenerationSettings, generate
+from lpa.io import append_jsonl, atomic_write_json, read_jsonl
+from lpa.plugins import create
+from lpa.records import Generation, Sample, Verdict
+
+log = logging.getLogger(__name__)
+JUDGE_CHUNK = 64
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Results:
+    """Tidy result rows (see :data:`lpa.eval.metrics.ROW_FIELDS`) plus run metadata."""
+
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def value(self, benchmark: str, metric: str, attack: str = "direct", judge: str | None = None) -> float | None:
+        for row in self.rows:
+            if (row["benchmark"], row["metric"], row["attack"]) == (benchmark, metric, attack) and (
+                judge is None or row["judge"] == judge
+            ):
+                return row["value"]
+        return None
+
+
+@dataclass
+class _Unit:
+    """One prompt to generate for: a sample under one attack variant."""
+
+    sample: Sample
+    attack: Attack
+    prompt: AttackedPrompt
+    key: str
+
+
+class _Store:
+    """The two append-only caches of a run directory."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.gen_path = out_dir / "generations.jsonl"
+        self.judge_path = out_dir / "judgements.jsonl"
+        for path in (self.gen_path, self.judge_path):
+            drop_partial_line(path)
+        self.generations: dict[str, dict[str, Any]] = {r["key"]: r for r in read_jsonl(self.gen_path) if "key" in r}
+        self.verdicts: dict[str, dict[str, Any]] = {r["key"]: r for r in read_jsonl(self.judge_path) if "key" in r}
+
+    def add_generations(self, rows: list[dict[str, Any]]) -> None:
+        append_jsonl(self.gen_path, rows)
+        self.generations.update({r["key"]: r for r in rows})
+
+    def add_verdicts(self, rows: list[dict[str, Any]]) -> None:
+        append_jsonl(self.judge_path, rows)
+        self.verdicts.update({r["key"]: r for r in rows})
+
+
+def drop_partial_line(path: Path) -> None:
+    """Cut a line left unfinished by a crash, so the next append does not glue onto it."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as handle:
+        data = handle.read()
+        if data.endswith(b"\n"):
+            return
+        handle.truncate(data.rfind(b"\n") + 1)
+        log.warning("%s: dropped a partial last line from an interrupted run", path)
+
+
+def evaluate(
+    suite: EvalSuite,
+    model_spec: str,
+    adapter: str | Path | None = None,
+    out_dir: str | Path = "runs/eval",
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    progress: bool = False,
+) -> Results:
+    """Load ``model_spec`` (+ ``adapter``) and run the suite; see :func:`evaluate_model`."""
+    from lpa.models import load_model
+
+    model, tokenizer = load_model(model_spec, adapter=adapter, device=device, dtype=dtype)
+    return evaluate_model(model, tokenizer, suite, out_dir, model_name=model_spec,
+                          adapter=str(adapter) if adapter else None, progress=progress)
+
+
+def evaluate_model(
+    model: Any,
+    tokenizer: Any,
+    suite: EvalSuite,
+    out_dir: str | Path,
+    *,
+    model_name: str | None = None,
+    adapter: str | None = None,
+    progress: bool = False,
+) -> Results:
+    """Run the suite on an already loaded model (no reload between checkpoints or seeds)."""
+    from lpa.config import dump_config
+    from lpa.io import atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = model_name or getattr(model, "lpa_spec", None) or type(model).__name__
+    adapter = adapter if adapter is not None else getattr(model, "lpa_adapter", None)
+    atomic_write_text(out / "config.yaml", dump_config(suite))
+    store = _Store(out)
+    attacks = [create(ATTACKS, spec, **_seed_arg(ATTACKS, spec, suite.seed)) for spec in suite.attacks]
+    judges = [create(JUDGES, spec) for spec in suite.judges]
+    need_text = any(j.needs_generation for j in judges)
+    runner = _Runner(model, tokenizer, suite, store, name, adapter, judges, progress)
+
+    labels = _attack_labels(attacks)
+    items: list[JudgedItem] = []
+    rows: list[MetricRow] = []
+    for bench_spec in suite.benchmarks:
+        bench = create(BENCHMARKS, bench_spec, **_bench_args(bench_spec, suite))
+        samples = bench.load()
+        for attack in attacks:
+            gens = runner.generations(samples, attack, need_text)
+            if need_text:
+                texts = [g.text for _, g, _ in gens]
+                tokens = [g.completion_tokens for _, g, _ in gens]
+                rows += coherence_rows(_bench_name(samples, bench.name), labels[id(attack)], texts, tokens,
+                                       suite.templates)
+            for judge in judges:
+                items += runner.judge(judge, gens, labels[id(attack)])
+    rows = compute_metrics(items, suite.bootstrap, suite.seed) + rows
+    if suite.utility is not None:
+        rows += runner.utility_rows()
+    result_rows = [{**r.as_dict(), "model": name, "adapter": adapter} for r in rows]
+    meta = {"model": name, "adapter": adapter, "suite": suite.model_dump(mode="json"),
+            "judges": [j.spec() for j in judges], "attacks": [a.spec() for a in attacks]}
+    results = Results(out, result_rows, meta)
+    write_results(results)
+    return results
+
+
+def write_results(results: Results) -> None:
+    """results.json, results.csv, report.md and plots; report failures never lose the numbers."""
+    import csv
+    import io
+
+    from lpa.eval.metrics import ROW_FIELDS
+    from lpa.io import atomic_write_text
+
+    atomic_write_json(results.out_dir / "results.json", {"meta": results.meta, "rows": results.rows})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(ROW_FIELDS), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(results.rows)
+    atomic_write_text(results.out_dir / "results.csv", buffer.getvalue())
+    from lpa.report import write_report
+
+    write_report(results.out_dir, examples=results.meta["suite"].get("examples", 0))
+
+
+def _bench_args(spec: Any, suite: EvalSuite) -> dict[str, Any]:
+    given = spec.get("args", {}) if isinstance(spec, dict) else {}
+    inline = spec.partition(":")[2] if isinstance(spec, str) else ""
+    args: dict[str, Any] = {}
+    if suite.data_dir and "data_dir" not in given and "data_dir=" not in inline:
+        args["data_dir"] = suite.data_dir
+    if suite.limit and "limit" not in given and "limit=" not in inline:
+        args["limit"] = suite.limit
+    return args
+
+
+def _seed_arg(registry: Any, spec: Any, seed: int) -> dict[str, Any]:
+    """Pass the suite seed to attacks that take one (unless the spec sets it)."""
+    name = spec["name"] if isinstance(spec, dict) else spec.partition(":")[0]
+    cls = registry.get(name.strip())
+    given = (spec.get("args") or {}) if isinstance(spec, dict) else dict.fromkeys(
+        p.partition("=")[0].strip() for p in spec.partition(":")[2].split(",") if p)
+    return {"seed": seed} if "seed" in cls.Args.model_fields and "seed" not in given else {}
+
+
+def _attack_labels(attacks: Sequence[Attack]) -> dict[int, str]:
+    """Attack names in tables; the same attack twice with different settings gets its arguments appended."""
+    names = [a.name for a in attacks]
+    labels = {}
+    for attack in attacks:
+        label = attack.name
+        if names.count(attack.name) > 1:
+            args = attack.args.model_dump(mode="json", exclude_defaults=True)
+            label += ":" + ",".join(f"{k}={v}" for k, v in sorted(args.items()))
+        labels[id(attack)] = label
+    return labels
+
+
+def _bench_name(samples: Sequence[Sample], default: str) -> str:
+    return samples[0].benchmark if samples else default
+
+
+class _Runner:
+    def __init__(self, model: Any, tokenizer: Any, suite: EvalSuite, store: _Store, name: str,
+                 adapter: str | None, judges: list[Judge], progress: bool) -> None:
+        self.model, self.tokenizer, self.suite, self.store = model, tokenizer, suite, store
+        self.name, self.adapter, self.judges, self.progress = name, adapter, judges, progress
+        self.settings: GenerationSettings = suite.generation
+
+    # -- generation ---------------------------------------------------------------------
+    def _base_key(self, sample: Sample, attack: Attack) -> dict[str, Any]:
+        return {"model": self.name, "adapter": self.adapter, "benchmark": sample.benchmark, "sample": sample.id,
+                "attack": attack.spec(), "settings": self.settings.key(), "system": self.suite.system}
+
+    def generate_prompts(self, prompts: Sequence[AttackedPrompt],
+                         on_batch: Callable[[list[int], list[Any]], None] | None = None) -> list[Any]:
+        return generate(self.model, self.tokenizer, [p.messages for p in prompts], self.settings,
+                        system=self.suite.system, prefills=[p.prefill for p in prompts],
+                        progress=self.progress and "generating", on_batch=on_batch)
+
+    def generations(self, samples: Sequence[Sample], attack: Attack,
+                    need_text: bool) -> list[tuple[Sample, Generation, str]]:
+        """(sample, generation, key) for every sample x variant, generating only what is missing."""
+        if attack.needs_model:
+            return self._optimiser(samples, attack)
+        units = []
+        for sample in samples:
+            for prompt in attack.transform(sample):
+                key = digest({**self._base_key(sample, attack), "variant": prompt.variant,
+                              "prompt": digest([prompt.messages, prompt.prefill])})
+                units.append(_Unit(sample, attack, prompt, key))
+        todo = [u for u in units if u.key not in self.store.generations]
+        if todo and need_text:
+            def save(indices: list[int], completions: list[Any]) -> None:
+                self.store.add_generations([self._row(todo[i], c) for i, c in zip(indices, completions, strict=True)])
+
+            self.generate_prompts([u.prompt for u in todo], on_batch=save)
+        out = []
+        for unit in units:
+            row = self.store.generations.get(unit.key)
+            gen = Generation(**_gen_fields(row)) if row else self._placeholder(unit)
+            out.append((unit.sample, gen, unit.key))
+        return out
+
+    def _row(self, unit: _Unit, completion: Any) -> dict[str, Any]:
+        gen = Generation(
+            sample_id=unit.sample.id, benchmark=unit.sample.benchmark, attack=unit.attack.name,
+            attack_args=unit.attack.args.model_dump(mode="json"), model=self.name, adapter=self.adapter,
+            settings=self.settings.key(), messages=unit.prompt.messages, prefill=unit.prompt.prefill,
+            text=completion.text, prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens, finish_reason=completion.finish_reason,
+            variant=unit.prompt.variant, info=unit.prompt.info,
+        )
+        return {**gen.model_dump(mode="json"), "key": unit.key}
+
+    def _placeholder(self, unit: _Unit) -> Generation:
+        """Probe judges only (no generation asked for): the prompt without a completion."""
+        return Generation(sample_id=unit.sample.id, benchmark=unit.sample.benchmark, attack=unit.attack.name,
+                          model=self.name, adapter=self.adapter, messages=unit.prompt.messages,
+                          prefill=unit.prompt.prefill, text="", variant=unit.prompt.variant)
+
+    def _optimiser(self, samples: Sequence[Sample], attack: Attack) -> list[tuple[Sample, Generation, str]]:
+        ctx = AttackContext(
+            model=self.model, tokenizer=self.tokenizer,
+            generate=lambda prompts: [c.text for c in self.generate_prompts(prompts)],
+            judge=self.jailbreak_score_fn(), seed=self.suite.seed, model_name=self.name,
+            adapter=self.adapter, settings=self.settings.key(),
+        )
+        out = []
+        for sample in samples:  # one sample at a time: each finished attack is saved at once
+            unit_key = digest(self._base_key(sample, attack))
+            rows = [r for r in self.store.generations.values() if r.get("unit_key") == unit_key]
+            if not rows:
+                gens = attack.run([sample], ctx)
+                rows = [{**g.model_dump(mode="json"), "unit_key": unit_key,
+                         "key": digest([unit_key, getattr(g, "variant", 0), i])} for i, g in enumerate(gens)]
+                self.store.add_generations(rows)
+            out += [(sample, Generation(**_gen_fields(r)), r["key"]) for r in rows]
+        return out
+
+    def jailbreak_score_fn(self) -> Callable[[Sample, str], float]:
+        """0 (safe) .. 1 (jailbroken) from the first generation judge (keyword if none)."""
+        judge = next((j for j in self.judges if j.needs_generation), None) or create(JUDGES, "keyword")
+
+        def score(sample: Sample, text: str) -> float:
+            gen = Generation(sample_id=sample.id, benchmark=sample.benchmark, model=self.name,
+                             messages=sample.as_messages(), text=text)
+            verdict = judge.judge([sample], [gen], model=self.model, tokenizer=self.tokenizer)[0]
+            if verdict.score is not None:
+                return float(verdict.score)
+            return float(verdict.label in ("complied", "partial"))
+
+        return score
+
+    # -- judging --------------------------------------------------------------------------
+    def judge(self, judge: Judge, gens: list[tuple[Sample, Generation, str]], attack_label: str) -> list[JudgedItem]:
+        spec = judge.spec()
+        keyed = [(s, g, digest([k, spec])) for s, g, k in gens]
+        todo = [(s, g, k) for s, g, k in keyed if k not in self.store.verdicts]
+        for start in range(0, len(todo), JUDGE_CHUNK):
+            chunk = todo[start : start + JUDGE_CHUNK]
+            verdicts = judge.judge([s for s, _, _ in chunk], [g for _, g, _ in chunk],
+                                   model=self.model, tokenizer=self.tokenizer)
+            self.store.add_verdicts([
+                {**v.model_dump(mode="json"), "key": k, "benchmark": s.benchmark, "sample_label": s.label,
+                 "variant": getattr(g, "variant", 0), "attack": g.attack}
+                for (s, g, k), v in zip(chunk, verdicts, strict=True)
+            ])
+        items = []
+        for sample, gen, key in keyed:
+            v = Verdict(**{k: val for k, val in self.store.verdicts[key].items() if k != "key"})
+            items.append(JudgedItem(benchmark=sample.benchmark, attack=attack_label, judge=judge.name,
+                                    sample_id=sample.id, sample_label=sample.label,
+                                    variant=int(getattr(gen, "variant", 0) or 0), verdict=v.label,
+                                    score=v.score, error=v.error))
+        return items
+
+    # -- utility ----------------------------------------------------------------------------
+    def utility_rows(self) -> list[MetricRow]:
+        from lpa.eval.utility import run_utility
+
+        assert self.suite.utility is not None
+        cache = self.store.gen_path.parent / "utility.jsonl"
+        return run_utility(self.model, self.tokenizer, self.suite.utility, cache,
+                           key={"model": self.name, "adapter": self.adapter})
+
+
+def _gen_fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in ("key", "unit_key")}

@@ -1,0 +1,295 @@
+"""Aggregate experiment cells into tables, ratios and plots (mean ± sd over seeds).
+
+The paper's "2.6x" is a ratio of mean misclassification rates, so the report gives, per judge
+and benchmark group, each method's mean misclassification and its ratio to the base model and
+to the harmful-data baseline (``reference``): ratio = mean(reference) / mean(method), so a value
+above 1 means the method misclassifies less.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lpa.experiments.spec import ExperimentSpec
+from lpa.io import atomic_write_text, read_jsonl
+
+KEY = ("model", "method", "benchmark", "attack", "judge", "metric")
+SAFETY = ("asr", "refusal_rate", "misclassification", "score")
+COHERENCE = ("template_leak_rate", "empty_rate", "repetitive_rate", "mean_tokens")
+
+
+def summarise(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± sd over seeds for every (model, method, benchmark, attack, judge, metric)."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    deterministic: set[tuple] = set()
+    for record in records:
+        for row in record["rows"]:
+            value = row.get("value")
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            key = tuple(row.get(k) for k in KEY)
+            groups[key].append(float(value))
+            if record.get("seed") == "all":
+                deterministic.add(key)
+    out = []
+    for key, values in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
+        out.append({
+            **dict(zip(KEY, key, strict=True)),
+            "mean": statistics.fmean(values),
+            "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n_seeds": "det" if key in deterministic else len(values),
+        })
+    return out
+
+
+def _index(summary: Sequence[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    return {tuple(r[k] for k in KEY): r for r in summary}
+
+
+def _cell(row: dict[str, Any] | None, digits: int = 2) -> str:
+    if row is None:
+        return "–"
+    if row["n_seeds"] == "det" or row["n_seeds"] == 1:
+        return f"{row['mean']:.{digits}f}"
+    return f"{row['mean']:.{digits}f} ± {row['sd']:.{digits}f}"
+
+
+def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+
+
+def metric_table(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], metrics: Sequence[str]) -> str:
+    """Rows: model x benchmark x attack x judge x metric; columns: methods."""
+    index = _index(summary)
+    methods = [m.name for m in spec.methods]
+    keys = sorted({(r["model"], r["benchmark"], r["attack"], r["judge"], r["metric"]) for r in summary
+                   if r["metric"] in metrics}, key=lambda k: (k[0], k[4], k[1], k[2] != "direct", k[2], k[3]))
+    body = []
+    for model, bench, attack, judge, metric in keys:
+        cells = [_cell(index.get((model, m, bench, attack, judge, metric))) for m in methods]
+        body.append([metric, bench, attack, judge, *cells])
+    if not body:
+        return "_no rows_"
+    prefix = ["metric", "benchmark", "attack", "judge"]
+    return _table(prefix + methods, body)
+
+
+def ratio_rows(spec: ExperimentSpec, summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Misclassification per method and its ratios to the baseline and the reference method."""
+    index = _index(summary)
+    out = []
+    for r in summary:
+        if r["metric"] != "misclassification":
+            continue
+        base = index.get((r["model"], spec.baseline, r["benchmark"], r["attack"], r["judge"], "misclassification"))
+        ref = index.get((r["model"], spec.reference, r["benchmark"], r["attack"], r["judge"], "misclassification")) \
+            if spec.reference else None
+        out.append({
+            **{k: r[k] for k in KEY if k != "metric"},
+            "misclassification": r["mean"],
+            "sd": r["sd"],
+            "ratio_vs_base": (base["mean"] / r["mean"]) if base and r["mean"] > 0 else None,
+            "ratio_vs_reference": (ref["mean"] / r["mean"]) if ref and r["mean"] > 0 else None,
+        })
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def cost_table(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> str:
+    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_method[record["method"]].append(record["cost"])
+    body = []
+    for entry in spec.methods:
+        costs = by_method.get(entry.name, [])
+        if not costs:
+            continue
+        mean = {k: statistics.fmean(float(c.get(k) or 0) for c in costs)
+                for k in ("n_train_examples", "fwd_bwd_passes", "train_wall_s", "eval_wall_s")}
+        stopped = sorted({str(c.get("stopped")) for c in costs if c.get("stopped")})
+        body.append([entry.name, entry.method, f"{mean['n_train_examples']:.0f}", f"{mean['fwd_bwd_passes']:.0f}",
+                     f"{mean['train_wall_s']:.0f}", f"{mean['eval_wall_s']:.0f}", ", ".join(stopped) or "–"])
+    return _table(["method", "training", "train examples", "fwd+bwd passes", "train s", "eval s", "early stop"], body)
+
+
+def adversary_table(records: Sequence[dict[str, Any]], root: Path) -> str:
+    """What the perturbed model said during training (the method claims no harmful content)."""
+    body = []
+    for record in records:
+        if not record.get("adapter"):
+            continue
+        rows = [r for r in read_jsonl(Path(record["adapter"]).parent / "metrics.jsonl") if "adversary/n" in r]
+        if not rows:
+            continue
+        n = sum(r["adversary/n"] for r in rows)
+        harmful = sum(r.get("adversary/harmful", 0) for r in rows)
+        refusals = sum(r.get("adversary/refusal", 0) for r in rows)
+        body.append([record["method"], str(record["seed"]), str(n), f"{harmful / n:.2f}" if n else "–",
+                     f"{refusals / n:.2f}" if n else "–"])
+    if not body:
+        return "_adversary monitoring was off (set `adversary_monitor.every` in a method's `train`)_"
+    return _table(["method", "seed", "decoded", "harmful-keyword rate", "refusal rate"], body)
+
+
+def overlap_section(spec: ExperimentSpec, root: Path) -> str:
+    """Cosine overlap of each trained method's training texts with each benchmark's prompts."""
+    if not spec.analyses.overlap:
+        return "_off_"
+    cache = root / "overlap.json"
+    if cache.is_file():
+        stats = json.loads(cache.read_text(encoding="utf-8"))
+    else:
+        stats = compute_overlap(spec)
+        atomic_write_text(cache, json.dumps(stats, indent=2))
+    body = [[s["train"], s["eval_set"], str(s["n_train"]), str(s["n_eval"]), f"{s['mean_max_cosine']:.3f}",
+             f"{s['max_cosine']:.3f}", f"{s['mean_cosine']:.3f}"] for s in stats]
+    if not body:
+        return "_no trained method_"
+    table = _table(["training data", "benchmark", "n train", "n eval", "mean max cos", "max cos", "mean cos"], body)
+    closest = [s for s in stats if s.get("closest")]
+    lines = [table]
+    if closest:
+        top = max(closest, key=lambda s: s["max_cosine"])
+        pair = top["closest"][0]
+        lines.append(f"\nClosest pair overall ({top['train']} vs {top['eval_set']}, cos {pair['cosine']:.3f}): "
+                     f"training text “{pair['train']}”; benchmark prompt truncated to “{pair['eval'][:60]}…”.")
+    return "\n".join(lines)
+
+
+def compute_overlap(spec: ExperimentSpec) -> list[dict[str, Any]]:
+    from lpa.analysis import SentenceEmbedder, semantic_overlap
+    from lpa.eval.benchmarks import BENCHMARKS
+    from lpa.plugins import create
+    from lpa.training.base import METHODS
+
+    suite = spec.eval
+    eval_sets: dict[str, list[str]] = {}
+    for bench_spec in suite.benchmarks:
+        args = {"data_dir": suite.data_dir or spec.data_dir, "limit": suite.limit}
+        bench = create(BENCHMARKS, bench_spec, **{k: v for k, v in args.items() if v is not None})
+        samples = bench.load()
+        eval_sets[bench.name] = [s.prompt or s.as_messages()[-1]["content"] for s in samples]
+    embedder = SentenceEmbedder(spec.analyses.embedder)
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for entry in spec.methods:
+        if not entry.trains:
+            continue
+        from lpa.experiments.grid import Cell, train_config
+
+        config = train_config(spec, Cell(spec.models[0], entry, spec.seeds[0]), spec.out_dir / "_overlap")
+        examples = METHODS.get(entry.method)().build_examples(config, None)
+        texts = [e.messages[-1]["content"] for e in examples]
+        label = entry.traits or entry.method
+        if label in seen:
+            continue
+        seen.add(label)
+        for stats in semantic_overlap(texts, eval_sets, embedder=embedder):
+            out.append({"train": label, **stats.as_dict()})
+    return out
+
+
+def write_outputs(spec: ExperimentSpec, records: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]]) -> Path:
+    root = spec.out_dir
+    _write_csv(root / "results.csv", [row for record in records for row in record["rows"]])
+    _write_csv(root / "summary.csv", summary)
+    ratios = ratio_rows(spec, summary)
+    _write_csv(root / "ratios.csv", ratios)
+    plots = _plots(spec, summary, root / "plots")
+    ratio_body = [[r["model"], r["method"], r["benchmark"], r["attack"], r["judge"],
+                   f"{r['misclassification']:.3f} ± {r['sd']:.3f}", _fmt(r["ratio_vs_base"]), _fmt(r["ratio_vs_reference"])]
+                  for r in ratios if r["attack"] in ("direct", "any")]
+    sections = [
+        f"# Experiment `{spec.name}`",
+        f"Models: {', '.join(spec.models)} · seeds: {', '.join(map(str, spec.seeds))} · "
+        f"judges: {', '.join(map(str, spec.eval.judges))}. Cells show mean ± sd over seeds; "
+        "an untrained model decoded greedily is evaluated once (no sd).",
+    ]
+    if spec.compute_note:
+        sections.append(f"Expected compute: {spec.compute_note}")
+    sections += [
+        "## Attack success and over-refusal", metric_table(spec, summary, SAFETY),
+        "## Misclassification and ratios",
+        "ratio = mean misclassification of the base (or reference) method / this method's (> 1: fewer mistakes).",
+        _table(["model", "method", "benchmark", "attack", "judge", "misclassification", f"× vs {spec.baseline}",
+                f"× vs {spec.reference}"], ratio_body) if ratio_body else "_no benchmark mixes harmful and benign samples_",
+        "## Utility", metric_table(spec, summary, ("accuracy", "parse_rate", "mmlu_loglik", "mmlu_generate")),
+        "## Output coherence (collapse indicators)", metric_table(spec, summary, COHERENCE),
+        "## Cost per method", cost_table(spec, records),
+        "## Adversary monitoring during training", adversary_table(records, root),
+        "## Semantic overlap of training data with the benchmarks", overlap_section(spec, root),
+    ]
+    if plots:
+        sections.append("## Plots\n" + "\n".join(f"![{p.stem}](plots/{p.name})" for p in plots))
+    report = root / "report.md"
+    atomic_write_text(report, "\n\n".join(sections) + "\n")
+    return report
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _plots(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    methods = [m.name for m in spec.methods]
+    paths = []
+    judges = sorted({r["judge"] for r in summary if r["metric"] in ("asr", "misclassification")})
+    for metric, title in (("asr", "Attack success rate"), ("misclassification", "Misclassification rate"),
+                          ("refusal_rate", "Benign refusal rate (over-refusal)")):
+        for judge in judges:
+            rows = [r for r in summary if r["metric"] == metric and r["judge"] == judge]
+            groups = sorted({(r["benchmark"], r["attack"]) for r in rows})
+            if not groups:
+                continue
+            fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(groups) * max(1, len(methods)) / 2), 3.6))
+            width = 0.8 / max(1, len(methods))
+            index = {(r["method"], r["benchmark"], r["attack"]): r for r in rows}
+            for i, method in enumerate(methods):
+                xs, ys, errs = [], [], []
+                for g, (bench, attack) in enumerate(groups):
+                    r = index.get((method, bench, attack))
+                    if r:
+                        xs.append(g + i * width)
+                        ys.append(r["mean"])
+                        errs.append(r["sd"])
+                ax.bar(xs, ys, width, yerr=errs, capsize=3, label=method)
+            ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
+            ax.set_xticklabels([f"{b}\n{a}" for b, a in groups], fontsize=8)
+            ax.set_ylim(0, 1.05)
+            ax.set_ylabel(metric)
+            ax.set_title(f"{title} — judge: {judge} (mean ± sd over seeds)", fontsize=9)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            path = folder / f"{metric}_{judge}.png"
+            fig.savefig(path, dpi=120)
+            plt.close(fig)
+            paths.append(path)
+    return paths

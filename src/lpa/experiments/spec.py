@@ -1,0 +1,93 @@
+"""The experiment spec: which models, methods (with their training settings), seeds and suite.
+
+A method entry is a label for tables plus the training config fields it needs; ``method: base``
+(or no method) means "evaluate the model as it is".  Example (``experiments/embedded.yaml``)::
+
+    name: embedded
+    models: [smollm2-135m]
+    seeds: [0, 1, 2]
+    methods:
+      - {name: base}
+      - {name: lpa, method: lpa, preset: embedded, traits: big-five}
+      - {name: lat-harmful, method: lat-harmful, preset: embedded}
+    eval: {benchmarks: [smoke], attacks: [direct], judges: [keyword, yesno]}
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lpa.config import build_config
+from lpa.eval.suite import EvalSuite
+
+
+class MethodEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Label used in tables (unique within the spec).")
+    method: str = Field("base", description="Training method (see `lpa train --help`), or 'base' for no training.")
+    preset: str | None = Field(None, description="Training preset (paper | embedded).")
+    traits: str | None = Field(None, description="Trait set for trait-based methods (built-in name or file).")
+    train: dict[str, Any] = Field(default_factory=dict, description="Further training-config fields (nested).")
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", value):
+            raise ValueError(f"method label {value!r} may only use letters, digits, '.', '_' and '-'")
+        return value
+
+    @property
+    def trains(self) -> bool:
+        return self.method != "base"
+
+
+class AnalysesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    overlap: bool = Field(True, description="Semantic overlap of training texts with each benchmark (MiniLM cosine).")
+    embedder: str = Field("all-MiniLM-L6-v2", description="Sentence-embedding model for the overlap analysis.")
+
+
+class ExperimentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("experiment", description="Experiment name.")
+    out: str | None = Field(None, description="Output folder (default runs/<name>).")
+    models: list[str] = Field(default_factory=lambda: ["smollm2-135m"], description="Model specs to train and evaluate.")
+    methods: list[MethodEntry] = Field(description="Methods to compare (base = untrained).")
+    seeds: list[int] = Field(default_factory=lambda: [0], description="Training seeds; tables show mean ± sd over them.")
+    data_dir: str | None = Field(None, description="Benchmark/training data folder (default $LPA_DATA_DIR).")
+    device: str = Field("auto", description="Device for training and evaluation.")
+    eval: EvalSuite = Field(default_factory=EvalSuite, description="The evaluation suite run on every cell.")
+    analyses: AnalysesConfig = Field(default_factory=AnalysesConfig)
+    baseline: str = Field("base", description="Method label whose misclassification rate ratios are taken against.")
+    reference: str | None = Field("lat-harmful", description="Second method label for ratios (the harmful-data baseline).")
+    compute_note: str | None = Field(None, description="Expected compute, shown in the report.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentSpec:
+        from lpa.errors import unknown_choice
+        from lpa.training import METHODS
+
+        labels = [m.name for m in self.methods]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"method labels must be unique, got {labels}")
+        for entry in self.methods:
+            if entry.trains and entry.method not in METHODS:
+                raise unknown_choice("training method", entry.method, [*METHODS.names(), "base"])
+        if not self.seeds:
+            raise ValueError("seeds must not be empty")
+        return self
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out or f"runs/{self.name}")
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
+    return build_config(ExperimentSpec, path, overrides)

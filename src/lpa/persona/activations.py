@@ -1,0 +1,92 @@
+"""Residual-stream readouts shared by extraction, monitoring and screening.
+
+``response_means``: per layer, the hidden state averaged over the response tokens of
+(prompt, response) pairs; ``last_prompt``: the hidden state of the last prompt token (the
+position that produces the first response token).  Batches are left-padded with explicit
+position ids, so padding does not shift positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from lpa import hooks
+from lpa.generation import Conversation, format_chat, uses_chat_template
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=not uses_chat_template(tokenizer))["input_ids"]
+
+
+def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device)}
+
+
+def _pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+
+def response_means(
+    model: Any,
+    tokenizer: Any,
+    conversations: Sequence[Conversation],
+    responses: Sequence[str],
+    *,
+    systems: Sequence[str | None] | None = None,
+    layers: Sequence[int] | None = None,
+    batch_size: int = 8,
+) -> torch.Tensor:
+    """[n, len(layers), hidden] response-token means (all decoder layers by default).
+
+    An empty response falls back to the last prompt token, so every row is defined.
+    """
+    layer_keys = list(range(hooks.num_layers(model))) if layers is None else list(layers)
+    systems = list(systems) if systems is not None else [None] * len(conversations)
+    device = next(model.parameters()).device
+    rows: list[tuple[list[int], int]] = []
+    for conv, response, system in zip(conversations, responses, systems, strict=True):
+        prompt = format_chat(tokenizer, conv, system=system)
+        prompt_ids = _encode(tokenizer, prompt)
+        full_ids = _encode(tokenizer, prompt + response)
+        n_response = max(len(full_ids) - len(prompt_ids), 0)
+        rows.append((full_ids, n_response))
+    out = torch.zeros(len(rows), len(layer_keys), hooks.hidden_size(model))
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        batch = _left_pad([r[0] for r in chunk], _pad_id(tokenizer), device)
+        with hooks.record(model, layer_keys) as store, torch.no_grad():
+            model(**batch)
+        width = batch["input_ids"].shape[1]
+        for i, (_, n_response) in enumerate(chunk):
+            lo = width - max(n_response, 1)
+            for j, key in enumerate(layer_keys):
+                out[start + i, j] = store[key][i, lo:].float().mean(0).cpu()
+    return out
+
+
+def last_prompt(
+    model: Any,
+    tokenizer: Any,
+    conversations: Sequence[Conversation],
+    *,
+    systems: Sequence[str | None] | None = None,
+    layers: Sequence[int] | None = None,
+    batch_size: int = 8,
+) -> torch.Tensor:
+    """[n, len(layers), hidden] activations of the last prompt token (generation prompt included)."""
+    return response_means(
+        model, tokenizer, conversations, [""] * len(conversations), systems=systems, layers=layers, batch_size=batch_size
+    )
+
+
+__all__ = ["last_prompt", "response_means"]

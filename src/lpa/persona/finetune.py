@@ -1,0 +1,218 @@
+"""LoRA supervised fine-tuning with optional preventative steering (the "vaccine").
+
+With ``preventative``, ``+coef * v`` is added at the vector's layer (all positions) during the
+training forward passes only, so the optimiser has no need to move the weights towards the
+trait.  The steering is a hook through :func:`lpa.persona.steer.steer`, never part of the
+weights: it is absent at inference and from the saved PEFT adapter.
+
+Self-contained on purpose (peft + a plain loop): it does not depend on the LPA trainer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, Field
+
+from lpa.generation import GenerationSettings, format_chat, generate, uses_chat_template
+from lpa.io import append_jsonl, atomic_write_json
+from lpa.persona.judges import TraitJudge
+from lpa.persona.monitor import probe_projections
+from lpa.persona.steer import steer
+from lpa.persona.traits import TraitDefinition
+from lpa.persona.vector import PersonaVector
+
+
+class FinetuneConfig(BaseModel):
+    """Settings of ``lpa persona finetune``."""
+
+    epochs: int = Field(1, ge=1, description="Passes over the dataset.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps.")
+    lr: float = Field(2e-4, gt=0, description="AdamW learning rate.")
+    batch_size: int = Field(4, ge=1, description="Samples per step.")
+    max_length: int = Field(256, ge=8, description="Truncate prompt+response to this many tokens.")
+    lora_r: int = Field(8, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA alpha.")
+    target_modules: str | list[str] = Field("all-linear", description="LoRA target modules (peft syntax).")
+    preventative: bool = Field(False, description="Add +coef*v at the vector's layer during training forwards.")
+    coef: float = Field(1.0, description="Preventative steering coefficient.")
+    layer: int | None = Field(None, description="Steering layer (default: the vector's chosen layer).")
+    log_every: int = Field(5, ge=1, description="Log loss and persona probe projections every N steps.")
+    seed: int = Field(0, description="Shuffle and LoRA init seed.")
+
+
+def _encode_rows(tokenizer: Any, rows: list[dict[str, Any]], max_length: int) -> list[tuple[list[int], list[int]]]:
+    """(input ids, labels) with the prompt masked out (-100), ending in EOS."""
+    special = not uses_chat_template(tokenizer)
+    eos = tokenizer.eos_token_id
+    out = []
+    for row in rows:
+        prompt = format_chat(tokenizer, row["conversation"])
+        p_ids = tokenizer(prompt, add_special_tokens=special)["input_ids"]
+        full = tokenizer(prompt + row["response"], add_special_tokens=special)["input_ids"]
+        if eos is not None:
+            full = full + [eos]
+        full = full[:max_length]
+        labels = [-100] * min(len(p_ids), len(full)) + full[len(p_ids) :]
+        out.append((full, labels))
+    return out
+
+
+def _collate(items: list[tuple[list[int], list[int]]], pad_id: int, device: Any) -> dict[str, torch.Tensor]:
+    width = max(len(i[0]) for i in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for k, (x, y) in enumerate(items):
+        ids[k, : len(x)] = torch.tensor(x)
+        labels[k, : len(y)] = torch.tensor(y)
+        mask[k, : len(x)] = 1
+    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+
+
+def finetune(
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: FinetuneConfig, out: str | Path,
+    *, vector: PersonaVector | None = None, probe_vectors: list[PersonaVector] | None = None,
+) -> Any:
+    """Train a LoRA adapter on ``rows`` ({conversation, response}); saves ``out/adapter``; returns the PEFT model."""
+    from peft import LoraConfig, get_peft_model
+
+    from lpa.errors import LpaError
+
+    if config.preventative and vector is None:
+        raise LpaError("Preventative fine-tuning needs a persona vector (--vector or --trait with an extracted vector).")
+    out = Path(out)
+    torch.manual_seed(config.seed)
+    peft_model = get_peft_model(
+        model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=config.target_modules, task_type="CAUSAL_LM")
+    )
+    device = next(peft_model.parameters()).device
+    data = _encode_rows(tokenizer, rows, config.max_length)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    optimiser = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=config.lr)
+    rng = random.Random(config.seed)
+    metrics = out / "metrics.jsonl"
+    step = 0
+
+    def log(loss: float | None) -> None:
+        row: dict[str, Any] = {"step": step, "loss": loss, "preventative": config.preventative}
+        if probe_vectors:
+            row.update(probe_projections(peft_model, tokenizer, probe_vectors))
+        append_jsonl(metrics, [row])
+
+    log(None)
+    peft_model.train()
+    for _ in range(config.epochs):
+        order = list(range(len(data)))
+        rng.shuffle(order)
+        for start in range(0, len(order), config.batch_size):
+            batch = _collate([data[i] for i in order[start : start + config.batch_size]], pad_id, device)
+            hook = (
+                steer(peft_model, vector, layer=config.layer, coef=config.coef, positions="all")
+                if config.preventative and vector is not None
+                else contextlib.nullcontext()
+            )
+            with hook:
+                loss = peft_model(**batch).loss
+            loss.backward()
+            optimiser.step()
+            optimiser.zero_grad()
+            step += 1
+            if step % config.log_every == 0:
+                log(float(loss.detach()))
+            if config.max_steps and step >= config.max_steps:
+                break
+        if config.max_steps and step >= config.max_steps:
+            break
+    peft_model.eval()
+    peft_model.save_pretrained(str(out / "adapter"))
+    atomic_write_json(out / "finetune_config.json", config.model_dump())
+    return peft_model
+
+
+def trait_score(
+    model: Any, tokenizer: Any, trait: TraitDefinition, judge: TraitJudge, n_questions: int, settings: GenerationSettings
+) -> tuple[float, list[str]]:
+    questions = trait.eval_questions[:n_questions]
+    texts = [c.text for c in generate(model, tokenizer, questions, settings)]
+    scores = [s.score for s in judge.score_many(trait, questions, texts) if s.score is not None]
+    return (sum(scores) / len(scores) if scores else math.nan), texts
+
+
+def heldout_nll(model: Any, tokenizer: Any, rows: list[dict[str, Any]], max_length: int = 256) -> float:
+    """Mean response-token NLL on held-out rows (a utility proxy: lower is better)."""
+    data = _encode_rows(tokenizer, rows, max_length)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        losses = [float(model(**_collate([item], pad_id, device)).loss) for item in data]
+    return sum(losses) / len(losses)
+
+
+def compare(
+    load: Callable[[], tuple[Any, Any]], rows: list[dict[str, Any]], trait: TraitDefinition, vector: PersonaVector,
+    judge: TraitJudge, config: FinetuneConfig, out: str | Path, *, n_questions: int = 10, heldout: float = 0.2,
+    settings: GenerationSettings | None = None,
+) -> dict[str, Any]:
+    """Base vs plain vs preventative fine-tuning: trait score, held-out NLL, coherence; ``out/report.json``."""
+    from lpa.coherence import coherence_stats
+
+    settings = settings or GenerationSettings(max_new_tokens=64)
+    out = Path(out)
+    n_held = max(1, int(len(rows) * heldout)) if len(rows) > 1 else 0
+    train_rows, held_rows = rows[n_held:], rows[:n_held] or rows
+    results: dict[str, Any] = {}
+    for mode in ("base", "plain", "preventative"):
+        model, tokenizer = load()
+        if mode != "base":
+            cfg = config.model_copy(update={"preventative": mode == "preventative"})
+            model = finetune(model, tokenizer, train_rows, cfg, out / mode, vector=vector, probe_vectors=[vector])
+        score, texts = trait_score(model, tokenizer, trait, judge, n_questions, settings)
+        results[mode] = {
+            "trait_score": score, "heldout_nll": heldout_nll(model, tokenizer, held_rows, config.max_length),
+            "coherence": coherence_stats(texts).__dict__, "probe": probe_projections(model, tokenizer, [vector]),
+            "example": texts[0][:200] if texts else "",
+        }
+    report = {"trait": trait.name, "judge": judge.spec(), "coef": config.coef, "layer": vector.resolve(config.layer),
+              "n_train": len(train_rows), "n_heldout": len(held_rows), "results": results}
+    report["drift_plot"] = plot_drift([out / "plain", out / "preventative"], out / "plots" / "trait_drift.png")
+    atomic_write_json(out / "report.json", report)
+    return report
+
+
+def plot_drift(run_dirs: list[Path], path: Path) -> str | None:
+    """Trait-drift curves: probe projection per logged step, one line per run and vector."""
+    from lpa.io import read_jsonl
+
+    series = {}
+    for run in run_dirs:
+        rows = read_jsonl(run / "metrics.jsonl")
+        for key in sorted({k for r in rows for k in r if k.startswith("persona/")}):
+            series[f"{run.name} {key}"] = [(r["step"], r[key]) for r in rows if key in r]
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, points in series.items():
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean probe projection")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
+
+
+__all__ = ["FinetuneConfig", "compare", "finetune", "heldout_nll", "plot_drift", "trait_score"]

@@ -1,0 +1,94 @@
+"""Training methods: a registry of classes that turn a config into preference pairs.
+
+All pair-based methods share one trainer loop (:mod:`lpa.training.trainer`); a method only
+says where its examples come from and whether the LAT attacker runs.  Adding a method::
+
+    class HarmfulLatConfig(TrainConfig):
+        method: Literal["lat-harmful"] = "lat-harmful"
+        prompts: str = Field("harmful_train.json", description=...)
+
+    @register_method
+    class HarmfulLat(Method):
+        name = "lat-harmful"
+        Config = HarmfulLatConfig
+        adversarial = True
+        def build_examples(self, config, tokenizer): return [PairExample(...), ...]
+
+and add the module path to ``METHODS``'s module list below.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from lpa.config import apply_overrides, read_yaml, validate_config
+from lpa.errors import LpaError
+from lpa.registry import Registry
+from lpa.training.config import TrainConfig, _nested, preset_defaults
+from lpa.training.data import PairExample
+from lpa.traits.examples import ExampleFormat
+
+
+class Method:
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[TrainConfig]] = TrainConfig
+    adversarial: ClassVar[bool] = True  # run the LAT attacker before each defender update
+
+    def build_examples(self, config: Any, tokenizer: Any) -> list[PairExample]:
+        raise NotImplementedError
+
+    def templates(self, config: Any, examples: list[PairExample]) -> list[str]:
+        """Completions whose verbatim reuse on benign prompts counts as template leak.
+
+        Default: every completion used by at least 10% of the examples (the fixed answers).
+        """
+        counts = Counter([e.chosen for e in examples] + [e.rejected for e in examples])
+        return sorted(t for t, c in counts.items() if c >= max(1, len(examples) // 10))
+
+
+METHODS: Registry[type[Method]] = Registry(
+    "training method",
+    modules=["lpa.training.lpa", "lpa.training.sft", "lpa.training.lat_harmful", "lpa.training.refusal_sft"],
+)
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    METHODS.register(cls.name, cls)
+    return cls
+
+
+class TraitsConfig(TrainConfig):
+    """Shared by methods that train on a trait set."""
+
+    traits: str = Field("big-five", description="Built-in trait set name or a .yaml/.csv trait file.")
+    format: ExampleFormat = Field(default_factory=ExampleFormat)
+
+
+def traits_examples(config: TraitsConfig) -> list[PairExample]:
+    from lpa.traits import build_examples, load_traits
+
+    return build_examples(load_traits(config.traits, seed=config.seed), config.format)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Validate a config dict through the class of its ``method`` tag."""
+    method = data.get("method")
+    if not isinstance(method, str):
+        raise LpaError(f"Invalid {source}: 'method' is required. Valid choices: {', '.join(METHODS.names())}.")
+    return validate_config(METHODS.get(method).Config, data, source=source)
+
+
+def build_train_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, **fields: Any
+) -> TrainConfig:
+    """preset defaults <- YAML file <- explicit fields (CLI options) <- ``key=value`` overrides."""
+    data: dict[str, Any] = read_yaml(path) if path is not None else {}
+    data = _nested(data, {k: v for k, v in fields.items() if v is not None})
+    data = apply_overrides(data, overrides)
+    preset = data.get("preset")
+    merged = _nested(preset_defaults(preset), data)
+    return config_from_dict(merged, source=str(path) if path else "config")

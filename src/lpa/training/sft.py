@@ -1,0 +1,26 @@
+"""``sft``: the same trait pairs and defender objective with no attacker (the first baseline).
+
+Only the perturbation differs from ``lpa``, so the comparison isolates the attacker's effect;
+set ``defender.losses`` to ``{toward: 1}`` for plain cross-entropy SFT.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from lpa.training.base import Method, TraitsConfig, register_method, traits_examples
+from lpa.training.data import PairExample
+
+
+class SftConfig(TraitsConfig):
+    method: Literal["sft"] = "sft"
+
+
+@register_method
+class Sft(Method):
+    name = "sft"
+    Config = SftConfig
+    adversarial = False
+
+    def build_examples(self, config: Any, tokenizer: Any) -> list[PairExample]:
+        return traits_examples(config)

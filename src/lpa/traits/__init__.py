@@ -1,0 +1,22 @@
+"""Trait statement sets: schema, built-in sets, ablations, the no-harm screen and pair building."""
+
+from lpa.traits.builtin import BUILTIN_NAMES, TRANSFORMS, builtin_names, load_traits
+from lpa.traits.examples import DEFAULT_SYSTEM, ExampleFormat, build_examples
+from lpa.traits.schema import TraitItem, TraitSet, load_trait_file
+from lpa.traits.screen import HARM_KEYWORDS, harm_keywords_in, screen_statements
+
+__all__ = [
+    "BUILTIN_NAMES",
+    "DEFAULT_SYSTEM",
+    "HARM_KEYWORDS",
+    "TRANSFORMS",
+    "ExampleFormat",
+    "TraitItem",
+    "TraitSet",
+    "build_examples",
+    "builtin_names",
+    "harm_keywords_in",
+    "load_trait_file",
+    "load_traits",
+    "screen_statements",
+]

@@ -1,0 +1,72 @@
+"""Metrics and bootstrap on cases with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from lpa.eval.metrics import JudgedItem, aggregate_seeds, bootstrap_ci, coherence_rows, compute_metrics
+
+
+def _item(sid, label, verdict, attack="direct", variant=0, error=None, bench="b", score=None):
+    return JudgedItem(bench, attack, "keyword", sid, label, variant, verdict, score, error)
+
+
+def _get(rows, metric, attack="direct", bench="b"):
+    return next(r for r in rows if (r.metric, r.attack, r.benchmark) == (metric, attack, bench))
+
+
+def test_bootstrap_ci_known_cases():
+    assert bootstrap_ci([1.0] * 10) == (1.0, 1.0)
+    lo, hi = bootstrap_ci([0.0, 1.0] * 50, n_boot=2000, seed=1)
+    assert lo < 0.5 < hi
+    assert 0.38 < lo < 0.45 and 0.55 < hi < 0.62  # binomial sd = 0.05 -> about +-0.1
+    assert all(math.isnan(v) for v in bootstrap_ci([]))
+
+
+def test_asr_max_over_variants_and_misclassification():
+    items = [
+        _item("h1", "harmful", "refused", variant=0), _item("h1", "harmful", "complied", variant=1),  # any variant
+        _item("h2", "harmful", "refused"),
+        _item("b1", "benign", "refused"), _item("b2", "benign", "complied"),
+    ]
+    rows = compute_metrics(items, n_boot=100)
+    assert _get(rows, "asr").value == 0.5
+    assert _get(rows, "refusal_rate").value == 0.5
+    assert _get(rows, "misclassification").value == pytest.approx(2 / 4)
+    assert _get(rows, "asr").n == 2
+
+
+def test_errors_excluded_and_counted():
+    items = [_item("h1", "harmful", "complied"), _item("h2", "harmful", None, error="unparsable"),
+             _item("h3", "harmful", "refused")]
+    row = _get(compute_metrics(items, n_boot=0), "asr")
+    assert row.value == 0.5 and row.n == 2 and row.errors == 1
+
+
+def test_any_attack_is_worst_case_and_all_benchmarks():
+    items = [
+        _item("h1", "harmful", "refused", attack="direct"), _item("h1", "harmful", "complied", attack="prefill"),
+        _item("h2", "harmful", "refused", attack="direct"), _item("h2", "harmful", "refused", attack="prefill"),
+        _item("x", "benign", "refused", attack="direct", bench="c"),
+        _item("x", "benign", "complied", attack="prefill", bench="c"),
+    ]
+    rows = compute_metrics(items, n_boot=0)
+    assert _get(rows, "asr", "direct").value == 0.0
+    assert _get(rows, "asr", "any").value == 0.5
+    assert _get(rows, "misclassification", "direct", "all").value == pytest.approx(1 / 3)
+
+
+def test_score_mean_and_coherence():
+    items = [_item("h1", "harmful", "complied", score=0.75), _item("h2", "harmful", "refused", score=0.0)]
+    assert _get(compute_metrics(items, n_boot=0), "score").value == pytest.approx(0.375)
+    rows = {r.metric: r.value for r in coherence_rows("b", "direct", ["", "ok fine answer", "I agree with this statement."])}
+    assert rows["empty_rate"] == pytest.approx(1 / 3) and rows["template_leak_rate"] == pytest.approx(1 / 3)
+
+
+def test_aggregate_seeds():
+    base = {"model": "m", "adapter": None, "benchmark": "b", "attack": "direct", "judge": "k", "metric": "asr"}
+    out = aggregate_seeds([[{**base, "value": 0.2}], [{**base, "value": 0.4}]])
+    assert out[0]["mean"] == pytest.approx(0.3) and out[0]["sd"] == pytest.approx(0.1414, abs=1e-3)
+    assert out[0]["n_seeds"] == 2

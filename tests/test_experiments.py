@@ -1,0 +1,85 @@
+"""Experiment grid on a tiny saved model: cells, skip-on-rerun, aggregation, ratios, report."""
+
+from __future__ import annotations
+
+import pytest
+
+from lpa.errors import LpaError
+from lpa.experiments import ExperimentSpec, run_experiment
+from lpa.experiments.aggregate import ratio_rows, summarise
+from lpa.experiments.grid import cells
+from lpa.testing import tiny_model, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny") / "ckpt"
+    tiny_model("llama").save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+def _spec(tiny_dir, out, seeds=(0, 1)):
+    return ExperimentSpec(
+        name="t",
+        out=str(out),
+        models=[tiny_dir],
+        seeds=list(seeds),
+        device="cpu",
+        methods=[
+            {"name": "base"},
+            {"name": "sft", "method": "sft", "traits": "big-five",
+             "train": {"steps": 2, "batch_size": 2, "guard": {"every": 0}, "progress": False,
+                       "lora": {"r": 2, "alpha": 4}, "benign": {"batch_size": 2}}},
+        ],
+        eval={"benchmarks": [{"name": "smoke", "args": {"limit": 6}}], "attacks": ["direct"], "judges": ["keyword"],
+              "generation": {"max_new_tokens": 4}, "bootstrap": 50},
+        analyses={"overlap": False},
+        reference=None,
+    )
+
+
+def test_spec_validation_names_valid_methods(tiny_dir, tmp_path):
+    with pytest.raises((LpaError, ValueError), match="lpa"):
+        ExperimentSpec(methods=[{"name": "x", "method": "no-such-method"}])
+    with pytest.raises(ValueError, match="unique"):
+        ExperimentSpec(methods=[{"name": "a"}, {"name": "a"}])
+    spec = _spec(tiny_dir, tmp_path)
+    grid = cells(spec)
+    assert [(c.entry.name, c.seed) for c in grid] == [("base", None), ("sft", 0), ("sft", 1)]
+
+
+def test_experiment_runs_resumes_and_reports(tiny_dir, tmp_path):
+    spec = _spec(tiny_dir, tmp_path / "exp")
+    result = run_experiment(spec, progress=False)
+    markers = sorted((tmp_path / "exp").rglob("cell.json"))
+    assert len(markers) == 3
+    mtimes = [m.stat().st_mtime_ns for m in markers]
+    again = run_experiment(spec, progress=False)  # every cell is finished: nothing recomputed
+    assert [m.stat().st_mtime_ns for m in markers] == mtimes
+    assert again.summary == result.summary
+    sft_rows = [r for r in result.summary if r["method"] == "sft" and r["metric"] == "misclassification"]
+    assert sft_rows and all(r["n_seeds"] == 2 for r in sft_rows)
+    base_rows = [r for r in result.summary if r["method"] == "base"]
+    assert base_rows and all(r["n_seeds"] == "det" for r in base_rows)
+    report = result.report.read_text()
+    for heading in ("Attack success", "Misclassification and ratios", "Cost per method", "Output coherence"):
+        assert heading in report
+    assert (tmp_path / "exp" / "results.csv").is_file() and (tmp_path / "exp" / "summary.csv").is_file()
+
+
+def test_ratio_is_reference_over_method():
+    spec = ExperimentSpec(methods=[{"name": "base"}], reference=None)
+    records = [
+        {"seed": "all", "rows": [{"model": "m", "method": "base", "benchmark": "b", "attack": "direct", "judge": "k",
+                                  "metric": "misclassification", "value": 0.6}]},
+        {"seed": 0, "rows": [{"model": "m", "method": "lpa", "benchmark": "b", "attack": "direct", "judge": "k",
+                              "metric": "misclassification", "value": 0.2}]},
+        {"seed": 1, "rows": [{"model": "m", "method": "lpa", "benchmark": "b", "attack": "direct", "judge": "k",
+                              "metric": "misclassification", "value": 0.4}]},
+    ]
+    summary = summarise(spec, records)
+    lpa = next(r for r in ratio_rows(spec, summary) if r["method"] == "lpa")
+    assert lpa["misclassification"] == pytest.approx(0.3)
+    assert lpa["ratio_vs_base"] == pytest.approx(2.0)
+    assert lpa["sd"] == pytest.approx(0.1414, abs=1e-3)
