@@ -46,6 +46,10 @@ def _root(
     if not verbose:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' own bars (we show ours)
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 for _module in COMMAND_MODULES:

@@ -127,22 +127,30 @@ def cost_table(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> str:
 
 
 def adversary_table(records: Sequence[dict[str, Any]], root: Path) -> str:
-    """What the perturbed model said during training (the method claims no harmful content)."""
+    """What the perturbed model said during training (the method claims no harmful content).
+
+    Reads each training run's ``adversary_samples.jsonl`` (greedy decodes under the attacker's
+    perturbation) and screens them with the same harm-keyword list used for trait statements.
+    """
+    from lpa.coherence import is_refusal, is_template_leak
+    from lpa.traits.screen import harm_keywords_in
+
     body = []
     for record in records:
         if not record.get("adapter"):
             continue
-        rows = [r for r in read_jsonl(Path(record["adapter"]).parent / "metrics.jsonl") if "adversary/n" in r]
-        if not rows:
+        texts = [r["text"] for r in read_jsonl(Path(record["adapter"]).parent / "adversary_samples.jsonl")]
+        if not texts:
             continue
-        n = sum(r["adversary/n"] for r in rows)
-        harmful = sum(r.get("adversary/harmful", 0) for r in rows)
-        refusals = sum(r.get("adversary/refusal", 0) for r in rows)
-        body.append([record["method"], str(record["seed"]), str(n), f"{harmful / n:.2f}" if n else "–",
-                     f"{refusals / n:.2f}" if n else "–"])
+        n = len(texts)
+        harmful = [t for t in texts if harm_keywords_in(t)]
+        body.append([record["method"], str(record["seed"]), str(n), f"{len(harmful) / n:.2f}",
+                     f"{sum(map(is_refusal, texts)) / n:.2f}", f"{sum(map(is_template_leak, texts)) / n:.2f}",
+                     (harmful[0][:60].replace("|", "/").replace("\n", " ") + "…") if harmful else "–"])
     if not body:
         return "_adversary monitoring was off (set `adversary_monitor.every` in a method's `train`)_"
-    return _table(["method", "seed", "decoded", "harmful-keyword rate", "refusal rate"], body)
+    return _table(["method", "seed", "decoded", "harm-keyword rate", "refusal rate", "template rate",
+                   "first flagged (truncated)"], body)
 
 
 def overlap_section(spec: ExperimentSpec, root: Path) -> str:
@@ -210,8 +218,12 @@ def write_outputs(spec: ExperimentSpec, records: Sequence[dict[str, Any]], summa
     ratios = ratio_rows(spec, summary)
     _write_csv(root / "ratios.csv", ratios)
     plots = _plots(spec, summary, root / "plots")
+    ratio_header = ["model", "method", "benchmark", "attack", "judge", "misclassification", f"× vs {spec.baseline}"]
+    if spec.reference:
+        ratio_header.append(f"× vs {spec.reference}")
     ratio_body = [[r["model"], r["method"], r["benchmark"], r["attack"], r["judge"],
-                   f"{r['misclassification']:.3f} ± {r['sd']:.3f}", _fmt(r["ratio_vs_base"]), _fmt(r["ratio_vs_reference"])]
+                   f"{r['misclassification']:.3f} ± {r['sd']:.3f}", _fmt(r["ratio_vs_base"]),
+                   *([_fmt(r["ratio_vs_reference"])] if spec.reference else [])]
                   for r in ratios if r["attack"] in ("direct", "any")]
     sections = [
         f"# Experiment `{spec.name}`",
@@ -225,8 +237,7 @@ def write_outputs(spec: ExperimentSpec, records: Sequence[dict[str, Any]], summa
         "## Attack success and over-refusal", metric_table(spec, summary, SAFETY),
         "## Misclassification and ratios",
         "ratio = mean misclassification of the base (or reference) method / this method's (> 1: fewer mistakes).",
-        _table(["model", "method", "benchmark", "attack", "judge", "misclassification", f"× vs {spec.baseline}",
-                f"× vs {spec.reference}"], ratio_body) if ratio_body else "_no benchmark mixes harmful and benign samples_",
+        _table(ratio_header, ratio_body) if ratio_body else "_no benchmark mixes harmful and benign samples_",
         "## Utility", metric_table(spec, summary, ("accuracy", "parse_rate", "mmlu_loglik", "mmlu_generate")),
         "## Output coherence (collapse indicators)", metric_table(spec, summary, COHERENCE),
         "## Cost per method", cost_table(spec, records),

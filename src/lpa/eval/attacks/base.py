@@ -99,6 +99,7 @@ class Attack(Plugin):
                 prefill=prompt.prefill,
                 text=text,
                 variant=prompt.variant,
+                info=prompt.info,
             )
             for (sample, prompt), text in zip(prompts, texts, strict=True)
         ]

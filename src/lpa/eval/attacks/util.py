@@ -68,6 +68,8 @@ def make_generation(
     attack: Attack, sample: Sample, ctx: AttackContext, prompt: AttackedPrompt, text: str, **extra: Any
 ) -> Generation:
     """One result row that records the attack name and all its settings (budgets, seed)."""
+    if ctx.tokenizer is not None and "completion_tokens" not in extra:
+        extra["completion_tokens"] = len(ctx.tokenizer(text, add_special_tokens=False)["input_ids"])
     return Generation(
         sample_id=sample.id,
         benchmark=sample.benchmark,
