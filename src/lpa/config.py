@@ -49,11 +49,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
     return data
 
 
-def _nested_update(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge_nested(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _nested_update(out[key], value)
+            out[key] = merge_nested(out[key], value)
         else:
             out[key] = value
     return out
@@ -68,7 +68,7 @@ def build_config(
     """defaults <- YAML file <- overrides, validated by ``cls``; errors name the bad field."""
     data: dict[str, Any] = dict(defaults or {})
     if path is not None:
-        data = _nested_update(data, read_yaml(path))
+        data = merge_nested(data, read_yaml(path))
     data = apply_overrides(data, overrides)
     return validate_config(cls, data, source=str(path) if path else "config")
 

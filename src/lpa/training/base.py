@@ -25,10 +25,10 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from lpa.config import apply_overrides, read_yaml, validate_config
+from lpa.config import apply_overrides, merge_nested, read_yaml, validate_config
 from lpa.errors import LpaError
 from lpa.registry import Registry
-from lpa.training.config import TrainConfig, _nested, preset_defaults
+from lpa.training.config import TrainConfig, preset_defaults
 from lpa.training.data import PairExample
 from lpa.traits.examples import ExampleFormat
 
@@ -87,8 +87,8 @@ def build_train_config(
 ) -> TrainConfig:
     """preset defaults <- YAML file <- explicit fields (CLI options) <- ``key=value`` overrides."""
     data: dict[str, Any] = read_yaml(path) if path is not None else {}
-    data = _nested(data, {k: v for k, v in fields.items() if v is not None})
+    data = merge_nested(data, {k: v for k, v in fields.items() if v is not None})
     data = apply_overrides(data, overrides)
     preset = data.get("preset")
-    merged = _nested(preset_defaults(preset), data)
+    merged = merge_nested(preset_defaults(preset), data)
     return config_from_dict(merged, source=str(path) if path else "config")

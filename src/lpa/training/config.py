@@ -159,13 +159,3 @@ def preset_defaults(name: str | None) -> dict[str, Any]:
     if name not in PRESETS:
         raise LpaError(f"Unknown preset {name!r}. Valid choices: {', '.join(sorted(PRESETS))}.")
     return {**PRESETS[name], "preset": name}
-
-
-def _nested(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _nested(out[key], value)
-        else:
-            out[key] = value
-    return out

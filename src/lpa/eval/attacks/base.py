@@ -86,20 +86,27 @@ class Attack(Plugin):
         """Default: transform, then generate through ``ctx.generate``."""
         prompts = [(sample, p) for sample in samples for p in self.transform(sample)]
         texts = ctx.generate([p for _, p in prompts])
-        return [
-            Generation(
-                sample_id=sample.id,
-                benchmark=sample.benchmark,
-                attack=self.name,
-                attack_args=self.args.model_dump(mode="json"),
-                model=ctx.model_name,
-                adapter=ctx.adapter,
-                settings=ctx.settings,
-                messages=prompt.messages,
-                prefill=prompt.prefill,
-                text=text,
-                variant=prompt.variant,
-                info=prompt.info,
-            )
-            for (sample, prompt), text in zip(prompts, texts, strict=True)
-        ]
+        return [make_generation(self, sample, ctx, prompt, text) for (sample, prompt), text in zip(prompts, texts, strict=True)]
+
+
+def make_generation(
+    attack: Attack, sample: Sample, ctx: AttackContext, prompt: AttackedPrompt, text: str, **extra: Any
+) -> Generation:
+    """One result row that records the attack name and all its settings (budgets, seed)."""
+    if ctx.tokenizer is not None and "completion_tokens" not in extra:
+        extra["completion_tokens"] = len(ctx.tokenizer(text, add_special_tokens=False)["input_ids"])
+    return Generation(
+        sample_id=sample.id,
+        benchmark=sample.benchmark,
+        attack=attack.name,
+        attack_args=attack.args.model_dump(mode="json"),
+        model=ctx.model_name,
+        adapter=ctx.adapter,
+        settings=ctx.settings,
+        messages=prompt.messages,
+        prefill=prompt.prefill,
+        text=text,
+        variant=prompt.variant,
+        info=prompt.info,
+        **extra,
+    )

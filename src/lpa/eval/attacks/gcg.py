@@ -15,10 +15,9 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from lpa.eval.attacks.base import Attack, AttackContext, AttackedPrompt, register_attack
+from lpa.eval.attacks.base import Attack, AttackContext, AttackedPrompt, make_generation, register_attack
 from lpa.eval.attacks.util import (
     DEFAULT_TARGET,
-    make_generation,
     replace_request,
     request_text,
     target_string,

@@ -18,11 +18,10 @@ from typing import Any
 from pydantic import Field
 
 from lpa.eval.attacks.attacker import AttackerArgs, AttackerLM
-from lpa.eval.attacks.base import Attack, AttackContext, AttackedPrompt, register_attack
+from lpa.eval.attacks.base import Attack, AttackContext, AttackedPrompt, make_generation, register_attack
 from lpa.eval.attacks.util import (
     DEFAULT_TARGET,
     judge_score,
-    make_generation,
     replace_request,
     request_text,
     stable_seed,
