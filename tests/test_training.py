@@ -198,3 +198,19 @@ def test_cli_train_on_saved_tiny_model(tmp_path):
     assert "1 steps" in out.output and (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
     bad = CliRunner().invoke(app, ["train", "--method", "nope", "--out", str(tmp_path / "x")])
     assert isinstance(bad.exception, LpaError) and "lpa, refusal-sft, sft" in str(bad.exception)
+
+
+def test_persona_monitor_and_adversary_monitor_log_during_training(tmp_path):
+    """Trait drift: projections onto a saved persona vector are logged every N steps."""
+    from lpa.persona import PersonaVector
+
+    torch.manual_seed(0)
+    vector_path = PersonaVector(trait="evil", vectors=torch.randn(2, 64), layer=1).save(tmp_path / "evil.safetensors")
+    cfg = _config(tmp_path, steps=2, sets=[f"monitor.persona_vectors=[{vector_path}]", "monitor.every=1",
+                                           "adversary_monitor.every=2", "adversary_monitor.max_new_tokens=3"])
+    result = train(cfg, model=tiny_model("llama"), tokenizer=tiny_tokenizer())
+    rows = __import__("lpa.io", fromlist=["read_jsonl"]).read_jsonl(result.run_dir / "metrics.jsonl")
+    drift = [r["persona/evil"] for r in rows if "persona/evil" in r]
+    assert len(drift) == 2 and all(isinstance(v, float) for v in drift)
+    assert any("adv_refusal_rate" in r for r in rows)
+    assert (result.run_dir / "adversary_samples.jsonl").is_file()

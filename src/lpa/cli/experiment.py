@@ -31,7 +31,11 @@ def experiment(
     todo = cells(config)
     console.print(f"[bold]{config.name}[/]: {len(todo)} cells -> {config.out_dir}")
     if dry_run:
+        from lpa.experiments.grid import train_config
+
         for cell in todo:
+            if cell.entry.trains:  # validates every training config before anything runs
+                train_config(config, cell, config.out_dir / "_dry_run")
             console.print(f"  {cell.model} · {cell.entry.name} · seed {'all' if cell.seed is None else cell.seed}")
         return
     result = run_experiment(config, console=console)

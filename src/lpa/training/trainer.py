@@ -287,11 +287,11 @@ class Trainer:
         def on_step(step: int, model: Any, tokenizer: Any, run: RunDir) -> dict[str, float] | None:
             if step % mon.every:
                 return None
-            from lpa.persona import load_vector  # type: ignore[attr-defined]
-            from lpa.persona.monitor import probe_projections  # type: ignore[import-not-found]
+            from lpa.persona import load_vector
+            from lpa.persona.monitor import probe_projections
 
             vectors = [load_vector(p) for p in mon.persona_vectors]
-            return {f"persona/{k}": v for k, v in probe_projections(model, tokenizer, vectors, prompts=None).items()}
+            return probe_projections(model, tokenizer, vectors, prompts=None)  # keys: persona/<trait>
 
         return on_step
 
