@@ -83,3 +83,15 @@ def test_ratio_is_reference_over_method():
     assert lpa["misclassification"] == pytest.approx(0.3)
     assert lpa["ratio_vs_base"] == pytest.approx(2.0)
     assert lpa["sd"] == pytest.approx(0.1414, abs=1e-3)
+
+
+def test_report_only_aggregates_finished_cells(tiny_dir, tmp_path):
+    spec = _spec(tiny_dir, tmp_path / "partial", seeds=(0,))
+    with pytest.raises(LpaError, match="No finished cells"):
+        run_experiment(spec, progress=False, report_only=True)
+    from lpa.experiments.grid import cells, run_cell
+
+    run_cell(spec, cells(spec)[0], spec.out_dir, progress=False)  # only the base cell
+    result = run_experiment(spec, progress=False, report_only=True)
+    assert {r["method"] for r in result.summary} == {"base"}
+    assert result.report.is_file()

@@ -18,6 +18,7 @@ def experiment(
     spec: Path = typer.Argument(..., help="Experiment spec (YAML): models x methods x seeds x eval suite."),
     overrides: list[str] | None = SetOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the spec and list the cells without running."),
+    report_only: bool = typer.Option(False, "--report-only", help="Only aggregate the cells already finished."),
 ) -> None:
     """Run every cell of an experiment (skipping finished ones) and write report.md, results.csv, plots."""
     from rich.console import Console
@@ -38,7 +39,7 @@ def experiment(
                 train_config(config, cell, config.out_dir / "_dry_run")
             console.print(f"  {cell.model} · {cell.entry.name} · seed {'all' if cell.seed is None else cell.seed}")
         return
-    result = run_experiment(config, console=console)
+    result = run_experiment(config, console=console, report_only=report_only)
     _print_summary(console, config, result)
 
 

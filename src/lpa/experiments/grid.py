@@ -133,7 +133,10 @@ class ExperimentResult:
     report: Path
 
 
-def run_experiment(spec: ExperimentSpec, *, progress: bool = True, console: Any = None) -> ExperimentResult:
+def run_experiment(
+    spec: ExperimentSpec, *, progress: bool = True, console: Any = None, report_only: bool = False
+) -> ExperimentResult:
+    """Run (or, with ``report_only``, just aggregate the finished) cells and write the report."""
     from lpa.experiments.aggregate import summarise, write_outputs
 
     root = spec.out_dir
@@ -141,6 +144,13 @@ def run_experiment(spec: ExperimentSpec, *, progress: bool = True, console: Any 
     atomic_write_text(root / "spec.yaml", _dump(spec))
     todo = cells(spec)
     records = []
+    if report_only:
+        records = [json.loads(m.read_text(encoding="utf-8")) for c in todo if (m := c.folder(root) / "cell.json").is_file()]
+        if not records:
+            from lpa.errors import LpaError
+
+            raise LpaError(f"No finished cells under {root}: run `lpa experiment` without --report-only first.")
+        todo = []
     for index, cell in enumerate(todo, start=1):
         if console is not None:
             seed = "all seeds" if cell.seed is None else f"seed {cell.seed}"
