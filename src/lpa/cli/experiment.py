@@ -76,10 +76,13 @@ def _print_summary(console: object, config: object, result: object) -> None:
     methods = [m.name for m in config.methods]  # type: ignore[attr-defined]
     index = {(r["method"], r["benchmark"], r["attack"], r["judge"], r["metric"]): r
              for r in result.summary}  # type: ignore[attr-defined]
+    # Headline only: direct and worst-case ("any") attacks; report.md has every attack.
     keys = sorted({(r["benchmark"], r["attack"], r["judge"], r["metric"]) for r in result.summary  # type: ignore[attr-defined]
-                   if r["metric"] in ("asr", "refusal_rate", "misclassification", "accuracy", "template_leak_rate")},
+                   if r["metric"] in ("asr", "refusal_rate", "misclassification", "accuracy", "template_leak_rate")
+                   and (r["attack"] in ("direct", "any", "-") or r["benchmark"] == "all")},
                   key=lambda k: (k[3], k[0], k[1], k[2]))
-    table = Table("metric", "benchmark", "attack", "judge", *methods, title="mean ± sd over seeds")
+    table = Table("metric", "benchmark", "attack", "judge", *methods,
+                  title="mean ± sd over seeds (single runs: bootstrap 95% CI)")
     for bench, attack, judge, metric in keys:
         cells = []
         for method in methods:
@@ -87,7 +90,9 @@ def _print_summary(console: object, config: object, result: object) -> None:
             if row is None:
                 cells.append("–")
             elif row["n_seeds"] in ("det", 1):
-                cells.append(f"{row['mean']:.2f}")
+                low, high = row.get("ci_low"), row.get("ci_high")
+                ci = f" [{low:.2f}, {high:.2f}]" if isinstance(low, float) and isinstance(high, float) and low != high else ""
+                cells.append(f"{row['mean']:.2f}{ci}")
             else:
                 cells.append(f"{row['mean']:.2f} ± {row['sd']:.2f}")
         table.add_row(metric, bench, attack, judge, *cells)

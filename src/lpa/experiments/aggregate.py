@@ -29,6 +29,7 @@ COHERENCE = ("template_leak_rate", "empty_rate", "repetitive_rate", "mean_tokens
 def summarise(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean ± sd over seeds for every (model, method, benchmark, attack, judge, metric)."""
     groups: dict[tuple, list[float]] = defaultdict(list)
+    intervals: dict[tuple, tuple[Any, Any]] = {}
     deterministic: set[tuple] = set()
     for record in records:
         for row in record["rows"]:
@@ -37,15 +38,19 @@ def summarise(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> list[d
                 continue
             key = tuple(row.get(k) for k in KEY)
             groups[key].append(float(value))
+            intervals[key] = (row.get("ci_low"), row.get("ci_high"))
             if record.get("seed") == "all":
                 deterministic.add(key)
     out = []
     for key, values in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
+        single = len(values) == 1  # one run: its bootstrap CI is the only uncertainty we have
         out.append({
             **dict(zip(KEY, key, strict=True)),
             "mean": statistics.fmean(values),
             "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
             "n_seeds": "det" if key in deterministic else len(values),
+            "ci_low": intervals[key][0] if single else None,
+            "ci_high": intervals[key][1] if single else None,
         })
     return out
 
@@ -58,6 +63,9 @@ def _cell(row: dict[str, Any] | None, digits: int = 2) -> str:
     if row is None:
         return "–"
     if row["n_seeds"] == "det" or row["n_seeds"] == 1:
+        low, high = row.get("ci_low"), row.get("ci_high")
+        if isinstance(low, float) and isinstance(high, float) and not math.isnan(low) and low != high:
+            return f"{row['mean']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
         return f"{row['mean']:.{digits}f}"
     return f"{row['mean']:.{digits}f} ± {row['sd']:.{digits}f}"
 
@@ -229,7 +237,7 @@ def write_outputs(spec: ExperimentSpec, records: Sequence[dict[str, Any]], summa
         f"# Experiment `{spec.name}`",
         f"Models: {', '.join(spec.models)} · seeds: {', '.join(map(str, spec.seeds))} · "
         f"judges: {', '.join(map(str, spec.eval.judges))}. Cells show mean ± sd over seeds; "
-        "an untrained model decoded greedily is evaluated once (no sd).",
+        "an untrained model decoded greedily is evaluated once (no sd); single runs show their bootstrap 95% CI.",
     ]
     if spec.compute_note:
         sections.append(f"Expected compute: {spec.compute_note}")
@@ -263,6 +271,14 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+def _error_bar(row: dict[str, Any]) -> tuple[float, float]:
+    """sd over seeds, or the bootstrap CI of a single run (asymmetric)."""
+    low, high = row.get("ci_low"), row.get("ci_high")
+    if row["n_seeds"] in ("det", 1) and isinstance(low, float) and isinstance(high, float) and not math.isnan(low):
+        return max(0.0, row["mean"] - low), max(0.0, high - row["mean"])
+    return row["sd"], row["sd"]
+
+
 def _plots(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
     import matplotlib
 
@@ -284,19 +300,22 @@ def _plots(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], folder: Path
             width = 0.8 / max(1, len(methods))
             index = {(r["method"], r["benchmark"], r["attack"]): r for r in rows}
             for i, method in enumerate(methods):
-                xs, ys, errs = [], [], []
+                xs, ys, lows, highs = [], [], [], []
                 for g, (bench, attack) in enumerate(groups):
                     r = index.get((method, bench, attack))
                     if r:
                         xs.append(g + i * width)
                         ys.append(r["mean"])
-                        errs.append(r["sd"])
-                ax.bar(xs, ys, width, yerr=errs, capsize=3, label=method)
+                        low, high = _error_bar(r)
+                        lows.append(low)
+                        highs.append(high)
+                ax.bar(xs, ys, width, yerr=[lows, highs], capsize=3, label=method)
             ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
             ax.set_xticklabels([f"{b}\n{a}" for b, a in groups], fontsize=8)
             ax.set_ylim(0, 1.05)
             ax.set_ylabel(metric)
-            ax.set_title(f"{title} — judge: {judge} (mean ± sd over seeds)", fontsize=9)
+            ax.set_title(f"{title} — judge: {judge} (bars: sd over seeds, or bootstrap 95% CI of a single run)",
+                         fontsize=9)
             ax.legend(fontsize=8)
             fig.tight_layout()
             path = folder / f"{metric}_{judge}.png"
