@@ -6,10 +6,13 @@ rerun can skip finished work.
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +81,23 @@ def iter_jsonl(path: str | Path, *, missing_ok: bool = True) -> Iterator[dict[st
             if number == len(lines):  # a partial line from an interrupted append
                 return
             raise LpaError(f"{path}:{number}: not valid JSON ({exc.msg}).") from None
+
+
+def digest(obj: Any) -> str:
+    """Short stable hash of JSON-able data: the cache key of generations, judgements and cells."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def atomic_write_csv(path: str | Path, rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> None:
+    """Write dict rows as CSV (columns: ``fields``, else every key in order of first appearance)."""
+    if fields is None:
+        seen: list[str] = []
+        for row in rows:
+            seen += [k for k in row if k not in seen]
+        fields = seen
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from lpa.cli.common import DataDirOption, ModelOption, SetOption
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from lpa.experiments.grid import ExperimentResult
+    from lpa.experiments.spec import ExperimentSpec
 
 
 def register(app: typer.Typer) -> None:
@@ -69,32 +76,24 @@ def demo(
     console.print(f"[dim]wall time {time.perf_counter() - start:.0f} s[/]")
 
 
-def _print_summary(console: object, config: object, result: object) -> None:
+def _print_summary(console: Console, config: ExperimentSpec, result: ExperimentResult) -> None:
     """The headline table: ASR / over-refusal / misclassification / utility / collapse, by method."""
     from rich.table import Table
 
-    methods = [m.name for m in config.methods]  # type: ignore[attr-defined]
+    from lpa.experiments.aggregate import format_cell
+
+    methods = [m.name for m in config.methods]
     index = {(r["method"], r["benchmark"], r["attack"], r["judge"], r["metric"]): r
-             for r in result.summary}  # type: ignore[attr-defined]
+             for r in result.summary}
     # Headline only: direct and worst-case ("any") attacks; report.md has every attack.
-    keys = sorted({(r["benchmark"], r["attack"], r["judge"], r["metric"]) for r in result.summary  # type: ignore[attr-defined]
+    keys = sorted({(r["benchmark"], r["attack"], r["judge"], r["metric"]) for r in result.summary
                    if r["metric"] in ("asr", "refusal_rate", "misclassification", "accuracy", "template_leak_rate")
                    and (r["attack"] in ("direct", "any", "-") or r["benchmark"] == "all")},
                   key=lambda k: (k[3], k[0], k[1], k[2]))
     table = Table("metric", "benchmark", "attack", "judge", *methods,
                   title="mean ± sd over seeds (single runs: bootstrap 95% CI)")
     for bench, attack, judge, metric in keys:
-        cells = []
-        for method in methods:
-            row = index.get((method, bench, attack, judge, metric))
-            if row is None:
-                cells.append("–")
-            elif row["n_seeds"] in ("det", 1):
-                low, high = row.get("ci_low"), row.get("ci_high")
-                ci = f" [{low:.2f}, {high:.2f}]" if isinstance(low, float) and isinstance(high, float) and low != high else ""
-                cells.append(f"{row['mean']:.2f}{ci}")
-            else:
-                cells.append(f"{row['mean']:.2f} ± {row['sd']:.2f}")
-        table.add_row(metric, bench, attack, judge, *cells)
-    console.print(table)  # type: ignore[attr-defined]
-    console.print(f"report: {result.report}")  # type: ignore[attr-defined]
+        table.add_row(metric, bench, attack, judge,
+                      *(format_cell(index.get((method, bench, attack, judge, metric))) for method in methods))
+    console.print(table)
+    console.print(f"report: {result.report}")

@@ -13,8 +13,6 @@ flight; a rerun skips finished work; changing the judge re-judges without regene
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,16 +25,12 @@ from lpa.eval.judges import JUDGES, Judge
 from lpa.eval.metrics import JudgedItem, MetricRow, coherence_rows, compute_metrics
 from lpa.eval.suite import EvalSuite
 from lpa.generation import GenerationSettings, generate
-from lpa.io import append_jsonl, atomic_write_json, read_jsonl
+from lpa.io import append_jsonl, atomic_write_csv, atomic_write_json, digest, read_jsonl
 from lpa.plugins import create
 from lpa.records import Generation, Sample, Verdict
 
 log = logging.getLogger(__name__)
 JUDGE_CHUNK = 64
-
-
-def digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -169,18 +163,10 @@ def evaluate_model(
 
 def write_results(results: Results) -> None:
     """results.json, results.csv, report.md and plots; report failures never lose the numbers."""
-    import csv
-    import io
-
     from lpa.eval.metrics import ROW_FIELDS
-    from lpa.io import atomic_write_text
 
     atomic_write_json(results.out_dir / "results.json", {"meta": results.meta, "rows": results.rows})
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(ROW_FIELDS), extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(results.rows)
-    atomic_write_text(results.out_dir / "results.csv", buffer.getvalue())
+    atomic_write_csv(results.out_dir / "results.csv", results.rows, ROW_FIELDS)
     from lpa.report import write_report
 
     write_report(results.out_dir, examples=results.meta["suite"].get("examples", 0))

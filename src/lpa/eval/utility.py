@@ -152,8 +152,7 @@ def mmlu_generate(model: Any, tokenizer: Any, questions: Sequence[Question], bat
 def run_utility(model: Any, tokenizer: Any, config: Any, cache: Path, key: dict[str, Any]) -> list[Any]:
     """Utility rows for a suite, cached in ``cache`` (JSONL) by model, adapter and settings."""
     from lpa.eval.metrics import MetricRow, bootstrap_ci
-    from lpa.eval.runner import digest
-    from lpa.io import append_jsonl, read_jsonl
+    from lpa.io import append_jsonl, digest, read_jsonl
 
     questions = load_mmlu(config.file, config.n, config.seed)
     bench = Path(config.file).stem if config.file else "mmlu"

@@ -8,8 +8,6 @@ above 1 means the method misclassifies less.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import statistics
@@ -19,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from lpa.experiments.spec import ExperimentSpec
-from lpa.io import atomic_write_text, read_jsonl
+from lpa.io import atomic_write_csv, atomic_write_text, read_jsonl
+from lpa.report.tables import markdown_table
 
 KEY = ("model", "method", "benchmark", "attack", "judge", "metric")
 SAFETY = ("asr", "refusal_rate", "misclassification", "score")
@@ -59,7 +58,7 @@ def _index(summary: Sequence[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
     return {tuple(r[k] for k in KEY): r for r in summary}
 
 
-def _cell(row: dict[str, Any] | None, digits: int = 2) -> str:
+def format_cell(row: dict[str, Any] | None, digits: int = 2) -> str:
     if row is None:
         return "–"
     if row["n_seeds"] == "det" or row["n_seeds"] == 1:
@@ -70,11 +69,6 @@ def _cell(row: dict[str, Any] | None, digits: int = 2) -> str:
     return f"{row['mean']:.{digits}f} ± {row['sd']:.{digits}f}"
 
 
-def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
-
-
 def metric_table(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], metrics: Sequence[str]) -> str:
     """Rows: model x benchmark x attack x judge x metric; columns: methods."""
     index = _index(summary)
@@ -83,12 +77,12 @@ def metric_table(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], metric
                    if r["metric"] in metrics}, key=lambda k: (k[0], k[4], k[1], k[2] != "direct", k[2], k[3]))
     body = []
     for model, bench, attack, judge, metric in keys:
-        cells = [_cell(index.get((model, m, bench, attack, judge, metric))) for m in methods]
+        cells = [format_cell(index.get((model, m, bench, attack, judge, metric))) for m in methods]
         body.append([metric, bench, attack, judge, *cells])
     if not body:
         return "_no rows_"
     prefix = ["metric", "benchmark", "attack", "judge"]
-    return _table(prefix + methods, body)
+    return markdown_table(prefix + methods, body)
 
 
 def ratio_rows(spec: ExperimentSpec, summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -131,7 +125,7 @@ def cost_table(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> str:
         stopped = sorted({str(c.get("stopped")) for c in costs if c.get("stopped")})
         body.append([entry.name, entry.method, f"{mean['n_train_examples']:.0f}", f"{mean['fwd_bwd_passes']:.0f}",
                      f"{mean['train_wall_s']:.0f}", f"{mean['eval_wall_s']:.0f}", ", ".join(stopped) or "–"])
-    return _table(["method", "training", "train examples", "fwd+bwd passes", "train s", "eval s", "early stop"], body)
+    return markdown_table(["method", "training", "train examples", "fwd+bwd passes", "train s", "eval s", "early stop"], body)
 
 
 def adversary_table(records: Sequence[dict[str, Any]], root: Path) -> str:
@@ -157,7 +151,7 @@ def adversary_table(records: Sequence[dict[str, Any]], root: Path) -> str:
                      (harmful[0][:60].replace("|", "/").replace("\n", " ") + "…") if harmful else "–"])
     if not body:
         return "_adversary monitoring was off (set `adversary_monitor.every` in a method's `train`)_"
-    return _table(["method", "seed", "decoded", "harm-keyword rate", "refusal rate", "template rate",
+    return markdown_table(["method", "seed", "decoded", "harm-keyword rate", "refusal rate", "template rate",
                    "first flagged (truncated)"], body)
 
 
@@ -175,7 +169,7 @@ def overlap_section(spec: ExperimentSpec, root: Path) -> str:
              f"{s['max_cosine']:.3f}", f"{s['mean_cosine']:.3f}"] for s in stats]
     if not body:
         return "_no trained method_"
-    table = _table(["training data", "benchmark", "n train", "n eval", "mean max cos", "max cos", "mean cos"], body)
+    table = markdown_table(["training data", "benchmark", "n train", "n eval", "mean max cos", "max cos", "mean cos"], body)
     closest = [s for s in stats if s.get("closest")]
     lines = [table]
     if closest:
@@ -221,10 +215,10 @@ def compute_overlap(spec: ExperimentSpec) -> list[dict[str, Any]]:
 
 def write_outputs(spec: ExperimentSpec, records: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]]) -> Path:
     root = spec.out_dir
-    _write_csv(root / "results.csv", [row for record in records for row in record["rows"]])
-    _write_csv(root / "summary.csv", summary)
+    atomic_write_csv(root / "results.csv", [row for record in records for row in record["rows"]])
+    atomic_write_csv(root / "summary.csv", summary)
     ratios = ratio_rows(spec, summary)
-    _write_csv(root / "ratios.csv", ratios)
+    atomic_write_csv(root / "ratios.csv", ratios)
     plots = _plots(spec, summary, root / "plots")
     ratio_header = ["model", "method", "benchmark", "attack", "judge", "misclassification", f"× vs {spec.baseline}"]
     if spec.reference:
@@ -245,7 +239,7 @@ def write_outputs(spec: ExperimentSpec, records: Sequence[dict[str, Any]], summa
         "## Attack success and over-refusal", metric_table(spec, summary, SAFETY),
         "## Misclassification and ratios",
         "ratio = mean misclassification of the base (or reference) method / this method's (> 1: fewer mistakes).",
-        _table(ratio_header, ratio_body) if ratio_body else "_no benchmark mixes harmful and benign samples_",
+        markdown_table(ratio_header, ratio_body) if ratio_body else "_no benchmark mixes harmful and benign samples_",
         "## Utility", metric_table(spec, summary, ("accuracy", "parse_rate", "mmlu_loglik", "mmlu_generate")),
         "## Output coherence (collapse indicators)", metric_table(spec, summary, COHERENCE),
         "## Cost per method", cost_table(spec, records),
@@ -257,18 +251,6 @@ def write_outputs(spec: ExperimentSpec, records: Sequence[dict[str, Any]], summa
     report = root / "report.md"
     atomic_write_text(report, "\n\n".join(sections) + "\n")
     return report
-
-
-def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    fields: list[str] = []
-    for row in rows:
-        fields += [k for k in row if k not in fields]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in row.items()})
-    atomic_write_text(path, buffer.getvalue())
 
 
 def _error_bar(row: dict[str, Any]) -> tuple[float, float]:

@@ -14,7 +14,6 @@ model is evaluated once per model when decoding is greedy (its outputs do not de
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lpa.experiments.spec import ExperimentSpec, MethodEntry
-from lpa.io import atomic_write_json, atomic_write_text
+from lpa.io import atomic_write_json, atomic_write_text, digest
 
 
 @dataclass(frozen=True)
@@ -39,10 +38,6 @@ class Cell:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def cells(spec: ExperimentSpec) -> list[Cell]:
@@ -86,7 +81,7 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
 
     folder = cell.folder(root)
     marker = folder / "cell.json"
-    key = _digest({"suite": _suite(spec).model_dump(mode="json"), "entry": cell.entry.model_dump(), "model": cell.model,
+    key = digest({"suite": _suite(spec).model_dump(mode="json"), "entry": cell.entry.model_dump(), "model": cell.model,
                    "seed": cell.seed, "device": spec.device, "data_dir": spec.data_dir})
     if marker.is_file():
         record = json.loads(marker.read_text(encoding="utf-8"))

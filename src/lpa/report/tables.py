@@ -43,7 +43,7 @@ def cell(row: dict[str, Any] | None) -> str:
     return text
 
 
-def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(lines)
@@ -71,7 +71,7 @@ def safety_table(rows: Sequence[dict[str, Any]]) -> str:
         line += [cell(index.get((bench, attack, j, m))) for j, m in columns]
         line += [fmt((index.get((bench, attack, "-", m)) or {}).get("value")) for m in coh]
         body.append(line)
-    return _table(header, body)
+    return markdown_table(header, body)
 
 
 def utility_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -79,7 +79,7 @@ def utility_table(rows: Sequence[dict[str, Any]]) -> str:
     if not util:
         return ""
     body = [[r["benchmark"], r["judge"], cell({**r, "errors": 0}), str(r["n"]), str(r.get("errors") or 0)] for r in util]
-    return _table(["data", "method", "accuracy [95% CI]", "n", "unparsed answers"], body)
+    return markdown_table(["data", "method", "accuracy [95% CI]", "n", "unparsed answers"], body)
 
 
 def _examples(run_dir: Path, per_cell: int, width: int = 160) -> str:
@@ -173,7 +173,7 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None) -
                         keys.append(key)
                     index[(label, *key)] = r
         body = [[*key, *[cell(index.get((label, *key))) for label in runs]] for key in keys]
-        parts += [f"## {metric}", "", _table(["benchmark", "attack", "judge", *runs], body), ""]
+        parts += [f"## {metric}", "", markdown_table(["benchmark", "attack", "judge", *runs], body), ""]
     text = "\n".join(parts)
     if out_dir is not None:
         from lpa.io import atomic_write_text
@@ -196,4 +196,4 @@ def aggregate(run_dirs: Sequence[str | Path]) -> str:
     body = [[r["benchmark"], r["attack"], r["judge"], r["metric"], f"{r['mean']:.3f} ± {r['sd']:.3f}", str(r["n_seeds"])]
             for r in rows if r["metric"] in (*SAFETY_METRICS, "accuracy", *COHERENCE_METRICS)]
     header = ["benchmark", "attack", "judge", "metric", "mean ± sd", "seeds"]
-    return f"# Aggregate over {len(run_dirs)} runs\n\n" + _table(header, body) + "\n"
+    return f"# Aggregate over {len(run_dirs)} runs\n\n" + markdown_table(header, body) + "\n"

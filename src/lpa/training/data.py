@@ -137,6 +137,22 @@ def builtin_benign_prompts() -> list[str]:
     return list(yaml.safe_load(text)["prompts"])
 
 
+def resolve_data_file(name: str, data_dir: str | None, what: str) -> Path:
+    """A training data file: as given, else relative to ``data_dir`` (default ``$LPA_DATA_DIR``)."""
+    import os
+
+    from lpa.errors import LpaError
+
+    candidate = Path(name).expanduser()
+    if candidate.is_file():
+        return candidate
+    base = data_dir or os.environ.get("LPA_DATA_DIR")
+    if base and (Path(base).expanduser() / name).is_file():
+        return Path(base).expanduser() / name
+    where = f"in {base}" if base else "(no data directory set: pass data_dir or set LPA_DATA_DIR)"
+    raise LpaError(f"{what} {name!r} not found {where}.")
+
+
 def load_benign_prompts(source: str | None, data_dir: str | None = None) -> list[str]:
     """``None``/"builtin": the built-in set; else a JSON/JSONL/TXT instruction file (``instruction``/``prompt``)."""
     import json
@@ -146,11 +162,7 @@ def load_benign_prompts(source: str | None, data_dir: str | None = None) -> list
 
     if source in (None, "builtin"):
         return builtin_benign_prompts()
-    path = Path(source).expanduser()
-    if not path.is_absolute() and not path.exists() and data_dir:
-        path = Path(data_dir) / path
-    if not path.is_file():
-        raise LpaError(f"Benign prompt file not found: {path} (use 'builtin' or an instruction .json/.jsonl/.txt file).")
+    path = resolve_data_file(source, data_dir, "Benign prompt file (or 'builtin')")
     if path.suffix == ".txt":
         return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = read_jsonl(path) if path.suffix == ".jsonl" else json.loads(path.read_text(encoding="utf-8"))

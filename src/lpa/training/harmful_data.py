@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from pydantic import Field
 from lpa.errors import LpaError
 from lpa.io import read_jsonl
 from lpa.training.config import TrainConfig
-from lpa.training.data import PairExample
+from lpa.training.data import PairExample, resolve_data_file
 
 _PROMPT_KEYS = ("Behavior", "behavior", "instruction", "prompt", "goal")
 _REFUSAL_KEYS = ("Safe_Response", "safe_response", "refusal")
@@ -41,17 +40,6 @@ class HarmfulDataConfig(TrainConfig):
     refusal: str = Field("I'm sorry, but I can't help with that.", description="Chosen answer when a file has no safe response.")
     compliance: str = Field("Sure, here is how to {request}", description="Rejected answer; {request} = the request, first letter lower-cased.")
     system_prompt: str | None = Field(None, description="Optional system prompt for every example.")
-
-
-def _resolve(path: str, data_dir: str | None) -> Path:
-    candidate = Path(path).expanduser()
-    if candidate.is_file():
-        return candidate
-    base = data_dir or os.environ.get("LPA_DATA_DIR")
-    if base and (Path(base).expanduser() / path).is_file():
-        return Path(base).expanduser() / path
-    where = f"in {base}" if base else "(no data directory set: pass data_dir or set LPA_DATA_DIR)"
-    raise LpaError(f"Harmful-request file {path!r} not found {where}.")
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -71,7 +59,7 @@ def load_harmful_requests(paths: list[str], data_dir: str | None) -> list[tuple[
     seen: set[str] = set()
     out: list[tuple[str, str | None]] = []
     for name in paths:
-        path = _resolve(name, data_dir)
+        path = resolve_data_file(name, data_dir, "Harmful-request file")
         for number, row in enumerate(_rows(path), start=1):
             request = next((row[k] for k in _PROMPT_KEYS if isinstance(row, dict) and row.get(k)), None)
             if request is None:
