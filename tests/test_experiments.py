@@ -98,6 +98,23 @@ def test_report_only_aggregates_finished_cells(tiny_dir, tmp_path):
     assert result.report.is_file()
 
 
+def test_only_computes_selected_cells_and_reports_all_finished(tiny_dir, tmp_path):
+    from lpa.experiments.grid import parse_only, select_cells
+
+    spec = _spec(tiny_dir, tmp_path / "slices")
+    with pytest.raises(LpaError, match="valid: base, sft"):
+        select_cells(cells(spec), parse_only(["method=lpa"]))
+    with pytest.raises(LpaError, match="valid: model, method, seed"):
+        select_cells(cells(spec), parse_only(["steps=3"]))
+    first = run_experiment(spec, progress=False, only=parse_only(["seed=0"]))  # base (shared) + sft seed 0
+    done = sorted(p.parent.name for p in (tmp_path / "slices").rglob("cell.json"))
+    assert done == ["seed-0", "seed-all"]
+    assert {(r["method"], r["n_seeds"]) for r in first.summary if r["metric"] == "misclassification"} == {
+        ("base", "det"), ("sft", 1)}
+    second = run_experiment(spec, progress=False, only=parse_only(["method=sft", "seed=1"]))
+    assert {r["n_seeds"] for r in second.summary if r["method"] == "sft" and r["metric"] == "misclassification"} == {2}
+
+
 def test_extra_attacks_only_for_their_method(tiny_dir, tmp_path):
     from lpa.experiments.grid import _suite
 

@@ -27,17 +27,21 @@ def experiment(
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the spec (training configs, eval files) and list the cells "
                                  "without running; every run does the same checks first."),
     report_only: bool = typer.Option(False, "--report-only", help="Only aggregate the cells already finished."),
+    only: list[str] | None = typer.Option(None, "--only", metavar="KEY=V1,V2",
+                                          help="Compute only matching cells (KEY: model, method, seed; repeatable); "
+                                          "the report still covers every finished cell."),
 ) -> None:
     """Run every cell of an experiment (skipping finished ones) and write report.md, results.csv, plots."""
     from rich.console import Console
 
     from lpa.cli.common import existing_file
     from lpa.experiments import load_spec, run_experiment
-    from lpa.experiments.grid import cells
+    from lpa.experiments.grid import cells, parse_only, select_cells
 
     console = Console()
     config = load_spec(existing_file(spec, "spec file"), overrides)
-    todo = cells(config)
+    filters = parse_only(only)
+    todo = select_cells(cells(config), filters)
     console.print(f"[bold]{config.name}[/]: {len(todo)} cells -> {config.out_dir}")
     if dry_run:
         from lpa.experiments.grid import check_experiment
@@ -46,7 +50,7 @@ def experiment(
         for cell in todo:
             console.print(f"  {cell.model} · {cell.entry.name} · seed {'all' if cell.seed is None else cell.seed}")
         return
-    result = run_experiment(config, console=console, report_only=report_only)
+    result = run_experiment(config, console=console, report_only=report_only, only=filters)
     _print_summary(console, config, result)
 
 

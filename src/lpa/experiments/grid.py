@@ -41,13 +41,61 @@ def _slug(text: str) -> str:
 
 
 def cells(spec: ExperimentSpec) -> list[Cell]:
+    """Every cell, seed-major within a model: all methods of seed 0 finish before any of seed 1.
+
+    That order makes a partly run study useful: after any stop, each method has the same seeds.
+    """
     out = []
     for model in spec.models:
-        for entry in spec.methods:
-            if not entry.trains and not spec.eval.generation.do_sample:
-                out.append(Cell(model, entry, None))
-            else:
-                out.extend(Cell(model, entry, seed) for seed in spec.seeds)
+        shared = [e for e in spec.methods if not e.trains and not spec.eval.generation.do_sample]
+        out.extend(Cell(model, entry, None) for entry in shared)
+        for seed in spec.seeds:
+            out.extend(Cell(model, entry, seed) for entry in spec.methods if entry not in shared)
+    return out
+
+
+CELL_KEYS = ("model", "method", "seed")
+
+
+def select_cells(todo: list[Cell], only: dict[str, list[str]] | None) -> list[Cell]:
+    """The cells matching every ``key -> allowed values`` filter (``model``, ``method``, ``seed``).
+
+    A shared base cell (seed "all") matches any seed filter, since every seed's comparison needs it.
+    Unknown keys or values raise one error naming the valid choices.
+    """
+    from lpa.errors import LpaError
+
+    if not only:
+        return todo
+    choices = {
+        "model": list(dict.fromkeys(c.model for c in todo)),
+        "method": list(dict.fromkeys(c.entry.name for c in todo)),
+        "seed": list(dict.fromkeys(str(c.seed) for c in todo if c.seed is not None)),
+    }
+    for key, values in only.items():
+        if key not in CELL_KEYS:
+            raise LpaError(f"Unknown cell filter {key!r}; valid: {', '.join(CELL_KEYS)}.")
+        unknown = [v for v in values if v not in choices[key]]
+        if unknown:
+            raise LpaError(f"No {key} {', '.join(map(repr, unknown))} in this spec; valid: {', '.join(choices[key])}.")
+
+    def keep(cell: Cell) -> bool:
+        values = {"model": cell.model, "method": cell.entry.name, "seed": None if cell.seed is None else str(cell.seed)}
+        return all(values[k] is None or values[k] in allowed for k, allowed in only.items())
+
+    return [c for c in todo if keep(c)]
+
+
+def parse_only(items: list[str] | None) -> dict[str, list[str]]:
+    """``["method=base,lpa", "seed=0"]`` -> ``{"method": ["base", "lpa"], "seed": ["0"]}``."""
+    from lpa.errors import LpaError
+
+    out: dict[str, list[str]] = {}
+    for item in items or []:
+        key, sep, values = item.partition("=")
+        if not sep or not values.strip():
+            raise LpaError(f"--only expects KEY=V1,V2 with KEY one of {', '.join(CELL_KEYS)}; got {item!r}.")
+        out.setdefault(key.strip(), []).extend(v.strip() for v in values.split(",") if v.strip())
     return out
 
 
@@ -122,12 +170,9 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
     folder = cell.folder(root)
     marker = folder / "cell.json"
     suite = _suite(spec, cell.entry)
-    key = digest({"suite": suite.model_dump(mode="json"), "entry": cell.entry.model_dump(), "model": cell.model,
-                   "seed": cell.seed, "device": spec.device, "data_dir": spec.data_dir})
-    if marker.is_file():
-        record = json.loads(marker.read_text(encoding="utf-8"))
-        if record.get("key") == key:
-            return record
+    key = _cell_key(spec, cell)
+    if (record := finished_record(spec, cell, root)) is not None:
+        return record
     adapter = None
     cost: dict[str, Any] = {"n_train_examples": 0, "fwd_bwd_passes": 0, "train_wall_s": 0.0}
     if cell.entry.trains:
@@ -161,6 +206,21 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
     return record
 
 
+def _cell_key(spec: ExperimentSpec, cell: Cell) -> str:
+    suite = _suite(spec, cell.entry)
+    return digest({"suite": suite.model_dump(mode="json"), "entry": cell.entry.model_dump(), "model": cell.model,
+                   "seed": cell.seed, "device": spec.device, "data_dir": spec.data_dir})
+
+
+def finished_record(spec: ExperimentSpec, cell: Cell, root: Path) -> dict[str, Any] | None:
+    """The cell's marker record if it was finished under the current spec, else None."""
+    marker = cell.folder(root) / "cell.json"
+    if not marker.is_file():
+        return None
+    record = json.loads(marker.read_text(encoding="utf-8"))
+    return record if record.get("key") == _cell_key(spec, cell) else None
+
+
 @dataclass
 class ExperimentResult:
     out_dir: Path
@@ -170,11 +230,18 @@ class ExperimentResult:
 
 
 def run_experiment(
-    spec: ExperimentSpec, *, progress: bool = True, console: Any = None, report_only: bool = False
+    spec: ExperimentSpec,
+    *,
+    progress: bool = True,
+    console: Any = None,
+    report_only: bool = False,
+    only: dict[str, list[str]] | None = None,
 ) -> ExperimentResult:
     """Run (or, with ``report_only``, just aggregate the finished) cells and write the report.
 
     Every cell's training config and the eval suites are checked first (:func:`check_experiment`).
+    ``only`` restricts which cells are computed (see :func:`select_cells`); the report still covers
+    every finished cell, so a study can be run in slices across sessions or machines.
     """
     from lpa.experiments.aggregate import summarise, write_outputs
 
@@ -183,20 +250,20 @@ def run_experiment(
     root = spec.out_dir
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "spec.yaml", _dump(spec))
-    todo = cells(spec)
+    every = cells(spec)
+    todo = [] if report_only else select_cells(every, only)
     records = []
-    if report_only:
-        records = [json.loads(m.read_text(encoding="utf-8")) for c in todo if (m := c.folder(root) / "cell.json").is_file()]
-        if not records:
-            from lpa.errors import LpaError
-
-            raise LpaError(f"No finished cells under {root}: run `lpa experiment` without --report-only first.")
-        todo = []
     for index, cell in enumerate(todo, start=1):
         if console is not None:
             seed = "all seeds" if cell.seed is None else f"seed {cell.seed}"
             console.rule(f"[{index}/{len(todo)}] {cell.model} · {cell.entry.name} · {seed}")
         records.append(run_cell(spec, cell, root, progress=progress))
+    chosen = {c.folder(root) for c in todo}
+    records += [r for c in every if c.folder(root) not in chosen and (r := finished_record(spec, c, root)) is not None]
+    if not records:
+        from lpa.errors import LpaError
+
+        raise LpaError(f"No finished cells under {root}: run `lpa experiment` without --report-only first.")
     summary = summarise(spec, records)
     report = write_outputs(spec, records, summary)
     return ExperimentResult(root, records, summary, report)
