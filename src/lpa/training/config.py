@@ -30,8 +30,9 @@ class LoraSettings(_Strict):
     r: int = Field(64, ge=1, description="LoRA rank (the authors': 64).")
     alpha: float = Field(8.0, gt=0, description="LoRA alpha; scale = alpha / r (peft's default 8, the authors' setting).")
     dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout (0 keeps runs bit-reproducible).")
-    target_modules: list[str] | Literal["auto"] = Field(
-        "auto", description="Module-name suffixes to adapt; 'auto' = every linear layer inside the decoder blocks."
+    target_modules: list[str] | Literal["all-linear", "auto"] = Field(
+        "all-linear", description="Module-name suffixes to adapt, or peft's 'all-linear' (every linear layer but the "
+        "output head; the same for every method). 'auto' is the former name of 'all-linear'."
     )
 
 
@@ -144,6 +145,16 @@ class TrainConfig(_Strict):
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory on large models.")
     merge: bool = Field(False, description="Also write a merged full model to RUN/merged.")
     progress: bool = Field(True, description="Show a progress bar.")
+    report_to: list[str] = Field(
+        default_factory=list,
+        description="Experiment trackers, as transformers' TrainingArguments.report_to: tensorboard, wandb, trackio, "
+        "mlflow, ... (empty = none). TensorBoard writes to RUN/runs/. metrics.jsonl is always written.",
+    )
+    trainer_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra transformers.TrainingArguments (e.g. deepspeed, fsdp, gradient_accumulation_steps, optim); "
+        "the ones lpa sets from this config (steps, batch size, lr, clipping, seed, saving) cannot be overridden here.",
+    )
 
 
 PRESETS: dict[str, dict[str, Any]] = {

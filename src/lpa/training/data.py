@@ -79,7 +79,9 @@ def _pack(tokenizer: Any, prompts: list[list[int]], completions: list[list[int]]
     """Left-pad prompts to P columns, right-pad completions to C columns; row r uses prompt r % len(prompts)."""
     import torch
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    from lpa.models.tokens import pad_token_id
+
+    pad = pad_token_id(tokenizer)
     p_len = max(len(p) for p in prompts)
     c_len = max(len(c) for c in completions)
     rows, b = len(completions), len(prompts)
@@ -148,6 +150,31 @@ def collate_responses(tokenizer: Any, examples: list[ChatExample], max_prompt_to
     packed = _pack(tokenizer, prompts, completions)
     packed.pop("prompt_mask")
     return ResponseBatch(**packed)
+
+
+@dataclass
+class Collator:
+    """The one collator of every method: a list of :class:`PairExample` becomes a :class:`PairBatch`,
+    a list of :class:`ChatExample` a :class:`ResponseBatch` (same column layout, one row each).
+
+    The trainer's data loader, the benign KL/SFT batches, persona fine-tuning and its held-out NLL
+    all batch through it, so padding, truncation and the end-of-turn token are decided once.
+    """
+
+    tokenizer: Any
+    max_prompt_tokens: int = 256
+    max_response_tokens: int | None = None
+
+    def __call__(self, examples: list[PairExample] | list[ChatExample]) -> dict[str, Any]:
+        """``{"batch": ..., "input_ids": ...}``: a mapping, as ``transformers.Trainer`` expects."""
+        batch = self.batch(examples)
+        return {"batch": batch, "input_ids": batch.input_ids}
+
+    def batch(self, examples: list[PairExample] | list[ChatExample]) -> PairBatch | ResponseBatch:
+        if examples and all(isinstance(e, ChatExample) for e in examples):
+            return collate_responses(self.tokenizer, examples, self.max_prompt_tokens,  # type: ignore[arg-type]
+                                     self.max_response_tokens or 10**9)
+        return collate_pairs(self.tokenizer, examples, self.max_prompt_tokens)  # type: ignore[arg-type]
 
 
 def _builtin_yaml(name: str) -> Any:
