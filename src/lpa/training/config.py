@@ -7,9 +7,9 @@ file and ``--set`` overrides.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lpa.errors import LpaError
 from lpa.training.losses import AWAY_MIN_LOGPROB, LOSSES, PAIR_LOSSES
@@ -123,6 +123,9 @@ class AdversaryMonitorSettings(_Strict):
 class TrainConfig(_Strict):
     """Settings shared by every training method (subclasses add data options and the tag)."""
 
+    # a method's own defaults, merged under what the user gives (nested: setting defender.lr keeps them)
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+
     method: str = Field(description="Training method name (see lpa.training.METHODS).")
     model: str = Field("smollm2-135m", description="Model spec: alias, HF id, local dir or .gguf.")
     out: str | None = Field(None, description="Run directory.")
@@ -155,6 +158,14 @@ class TrainConfig(_Strict):
         description="Extra transformers.TrainingArguments (e.g. deepspeed, fsdp, gradient_accumulation_steps, optim); "
         "the ones lpa sets from this config (steps, batch size, lr, clipping, seed, saving) cannot be overridden here.",
     )
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, data: Any) -> Any:
+        from lpa.config import merge_nested
+
+        return merge_nested(cls.DEFAULTS, data) if cls.DEFAULTS and isinstance(data, dict) else data
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -11,13 +11,13 @@ other method (no attacker; the loss is cross-entropy on the response tokens);
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from lpa.errors import LpaError
 from lpa.training.base import Method, register_method
-from lpa.training.config import BenignSettings, DefenderSettings, GuardSettings, LoraSettings, TrainConfig
+from lpa.training.config import TrainConfig
 from lpa.training.data import ChatExample, resolve_data_file
 
 
@@ -29,12 +29,13 @@ class PersonaSftConfig(TrainConfig):
     coef: float = Field(1.0, description="Preventative steering coefficient.")
     layer: int | None = Field(None, description="Steering layer (default: the vector's chosen layer).")
     max_response_tokens: int = Field(256, ge=1, description="Truncate responses to this many tokens.")
-    batch_size: int = Field(4, ge=1, description="Rows per step.")
-    lora: LoraSettings = Field(default_factory=lambda: LoraSettings(r=8, alpha=16))
-    defender: DefenderSettings = Field(
-        default_factory=lambda: DefenderSettings(steps=1, lr=2e-4, losses={"toward": 1.0}, reset_optimizer=False))
-    benign: BenignSettings = Field(default_factory=lambda: BenignSettings(source=None, anchors=False))
-    guard: GuardSettings = Field(default_factory=lambda: GuardSettings(every=0))
+
+    # plain SFT: one update per step on the response tokens, no benign KL, no collapse guard
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "batch_size": 4, "lora": {"r": 8, "alpha": 16}, "guard": {"every": 0},
+        "defender": {"steps": 1, "lr": 2e-4, "losses": {"toward": 1.0}, "reset_optimizer": False},
+        "benign": {"source": None, "anchors": False},
+    }
 
 
 def sft_examples(rows: list[dict[str, Any]]) -> list[ChatExample]:

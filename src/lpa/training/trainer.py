@@ -61,6 +61,7 @@ class TrainResult:
     steps_done: int
     stopped: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    model: Any = None  # the trained PeftModel (None when a finished run was returned without training)
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
@@ -406,7 +407,7 @@ def _finish(trainer: LatTrainer) -> TrainResult:
             merged.save_pretrained(str(run / "merged"))
             trainer.processing_class.save_pretrained(str(run / "merged"))
         atomic_write_json(run / "result.json", summary)
-    return TrainResult(run.path, adapter, step, trainer.stopped, summary)
+    return TrainResult(run.path, adapter, step, trainer.stopped, summary, model=trainer.model)
 
 
 __all__ = ["LatTrainer", "StepSampler", "TrainResult", "batch_indices", "lora_model", "train", "training_arguments"]
