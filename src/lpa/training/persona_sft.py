@@ -13,9 +13,8 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from lpa.errors import LpaError
 from lpa.training.base import Method, register_method
 from lpa.training.config import TrainConfig
 from lpa.training.data import ChatExample, resolve_data_file
@@ -37,6 +36,12 @@ class PersonaSftConfig(TrainConfig):
         "benign": {"source": None, "anchors": False},
     }
 
+    @model_validator(mode="after")
+    def _needs_vector(self) -> PersonaSftConfig:
+        if self.preventative and not self.vector:
+            raise ValueError("preventative fine-tuning needs a persona vector: set vector=PATH")
+        return self
+
 
 def sft_examples(rows: list[dict[str, Any]]) -> list[ChatExample]:
     """``{conversation, response}`` rows (``lpa.persona.screen.read_sft_rows``) as chat examples."""
@@ -54,8 +59,6 @@ class PersonaSft(Method):
     def build_examples(self, config: Any, tokenizer: Any) -> list[ChatExample]:
         from lpa.persona.screen import read_sft_rows
 
-        if config.preventative and not config.vector:
-            raise LpaError("Preventative fine-tuning needs a persona vector: set vector=PATH (or --vector).")
         return sft_examples(read_sft_rows(resolve_data_file(config.data, config.data_dir, "Fine-tuning data file")))
 
     def train_context(self, config: Any, model: Any) -> AbstractContextManager[Any]:

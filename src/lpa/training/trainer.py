@@ -351,12 +351,12 @@ def train(
 
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
+    args = training_arguments(cfg, run, device, dtype)  # validated before any model, data or compute
     if model is None:
         model, tokenizer = load_model(cfg.model, device=str(device), dtype=cfg.dtype)
     elif tokenizer is None:
         raise LpaError("Pass a tokenizer together with a model.")
     model.to(device)
-    args = training_arguments(cfg, run, device, dtype)  # validated before any data or compute
     examples = method.build_examples(cfg, tokenizer)
     if not examples:
         raise LpaError(f"Method {cfg.method!r} built no training examples.")
