@@ -104,6 +104,7 @@ class LatTrainer(Trainer):
         self.step0_row: dict[str, Any] = {}  # what monitors measured before step 1
         self.last_attack: tuple[Any, PairBatch] | None = None
         self.stopped: str | None = None
+        self.resume_from: Path | None = None
         for callback in self.callback_handler.callbacks:
             if isinstance(callback, LpaCallback):
                 callback.trainer = self
@@ -333,18 +334,33 @@ def train(
     ``callbacks``: ``TrainerCallback``s, or functions ``(step, model, tokenizer, run) -> dict | None``
     whose returned values join the step's metrics.
     """
-    if isinstance(config, dict):
-        config = config_from_dict(config)
-    cfg = config
+    cfg = config_from_dict(config) if isinstance(config, dict) else config
     if cfg.out is None:
         raise LpaError("No run directory: set out (--out RUN_DIR).")
-    method = METHODS.get(cfg.method)()
     run = RunDir.create(cfg.out)
     _check_run_dir(run, cfg)
     done = run / "result.json"
     if done.is_file():
         summary = json.loads(done.read_text(encoding="utf-8"))
         return TrainResult(run.path, run / "adapter", summary["steps_done"], summary.get("stopped"), summary)
+    trainer = build_trainer(cfg, callbacks=callbacks, model=model, tokenizer=tokenizer)
+    trainer.train(resume_from_checkpoint=str(trainer.resume_from) if trainer.resume_from is not None else None)
+    return _finish(trainer)
+
+
+def build_trainer(
+    cfg: TrainConfig,
+    *,
+    callbacks: list[UserCallback | TrainerCallback] | None = None,
+    model: Any = None,
+    tokenizer: Any = None,
+) -> LatTrainer:
+    """The run's :class:`LatTrainer`, with its LoRA model, data, epsilons and callbacks; ``resume_from``
+    is the newest complete checkpoint in ``cfg.out`` (None for a fresh run)."""
+    if cfg.out is None:
+        raise LpaError("No run directory: set out (--out RUN_DIR).")
+    method = METHODS.get(cfg.method)()
+    run = RunDir.create(cfg.out)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     from lpa.models import load_model, resolve_device, resolve_dtype
@@ -384,8 +400,8 @@ def train(
         data_collator=Collator(tokenizer, cfg.max_prompt_tokens, getattr(cfg, "max_response_tokens", None)),
         callbacks=[*own, MetricsFile()],
     )
-    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
-    return _finish(trainer)
+    trainer.resume_from = resume
+    return trainer
 
 
 def _finish(trainer: LatTrainer) -> TrainResult:
@@ -410,4 +426,5 @@ def _finish(trainer: LatTrainer) -> TrainResult:
     return TrainResult(run.path, adapter, step, trainer.stopped, summary, model=trainer.model)
 
 
-__all__ = ["LatTrainer", "StepSampler", "TrainResult", "batch_indices", "lora_model", "train", "training_arguments"]
+__all__ = ["LatTrainer", "StepSampler", "TrainResult", "batch_indices", "build_trainer", "lora_model", "train",
+           "training_arguments"]
