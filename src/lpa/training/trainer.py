@@ -299,7 +299,7 @@ def training_arguments(cfg: TrainConfig, run: RunDir, device: torch.device, dtyp
         output_dir=str(run.path), max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
         learning_rate=d.lr, weight_decay=d.weight_decay, max_grad_norm=d.max_grad_norm, lr_scheduler_type="constant",
         warmup_steps=0, optim="adamw_torch", seed=cfg.seed, data_seed=cfg.seed, logging_steps=1,
-        save_strategy="steps", save_steps=cfg.save_every, save_total_limit=2, report_to=list(cfg.report_to) or "none",
+        save_strategy="steps", save_steps=cfg.save_every, save_total_limit=1, report_to=list(cfg.report_to) or "none",
         disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0, use_cpu=device.type == "cpu",
         bf16=dtype == torch.bfloat16, gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
