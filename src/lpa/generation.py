@@ -389,16 +389,32 @@ def generate_jsonl(
     *,
     system: str | None = None,
     progress: bool = True,
+    identity: Any = None,
 ) -> int:
     """Generate for every prompt in a file, appending to ``out_path``; prompts already there are skipped.
 
+    A row counts as done only if it was written by the same model identity (spec, adapter and its
+    hash, revision, dtype: :class:`lpa.models.ModelIdentity`, default :func:`lpa.models.identity_of`),
+    system prompt and settings, so switching ``--adapter`` never reuses another model's answers.
     Returns the number of new generations.  Interrupting loses at most the batch in flight.
     """
-    from lpa.io import append_jsonl, read_jsonl
+    from lpa.io import append_jsonl, digest, read_jsonl
+    from lpa.models.identity import identity_of
 
     settings = settings or GenerationSettings()
+    identity = identity or identity_of(model)
+    run_key = digest({**identity.key(), "settings": settings.key(), "system": system})
     rows = read_prompts(prompts_path)
-    done = {str(r.get("id")) for r in read_jsonl(out_path)}
+    done = set()
+    for row in read_jsonl(out_path):
+        legacy = "run_key" not in row and (row.get("model"), row.get("adapter"), row.get("settings")) == (
+            identity.model, identity.adapter, settings.key())  # written before rows carried run_key
+        if row.get("run_key") != run_key and not legacy:
+            from lpa.errors import LpaError
+
+            raise LpaError(f"{out_path} holds generations of another model, adapter, system prompt or setting "
+                           f"({row.get('model')}, adapter {row.get('adapter')}); write to a new file.")
+        done.add(str(row.get("id")))
     todo = [r for r in rows if r["id"] not in done]
     if not todo:
         return 0
@@ -416,9 +432,11 @@ def generate_jsonl(
                     "prompt_tokens": c.prompt_tokens,
                     "completion_tokens": c.completion_tokens,
                     "finish_reason": c.finish_reason,
-                    "model": getattr(model, "lpa_spec", None),
-                    "adapter": getattr(model, "lpa_adapter", None),
+                    "model": identity.model,
+                    "adapter": identity.adapter,
+                    "identity": identity.as_dict(),
                     "settings": settings.key(),
+                    "run_key": run_key,
                 }
                 for i, c in zip(indices, completions, strict=True)
             ],

@@ -124,9 +124,9 @@ class NumberJudge(TraitJudge):
         self.split_digits = len(tokenizer("42", add_special_tokens=False)["input_ids"]) > 1
 
     def spec(self) -> dict[str, Any]:
-        from lpa.persona.identity import model_identity
+        from lpa.models.identity import identity_of
 
-        return {"judge": self.name, "args": {**model_identity(self.model), "min_mass": self.min_mass, "label": self.label}}
+        return {"judge": self.name, "args": {**identity_of(self.model).key(), "min_mass": self.min_mass, "label": self.label}}
 
     def score_many(self, trait: TraitDefinition, questions: list[str], answers: list[str]) -> list[TraitScore]:
         return self.score_prompts([trait.render_rubric(q, a) for q, a in zip(questions, answers, strict=True)])
