@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from lpa.models.tokens import pad_token_id, position_ids
 from lpa.records import Message
 
 if TYPE_CHECKING:
@@ -111,12 +112,14 @@ def uses_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, texts: list[str], device: Any = None) -> dict[str, torch.Tensor]:
-    """Left-padded batch; chat templates already contain BOS, so no special tokens are added then."""
-    batch = tokenizer(
-        texts, return_tensors="pt", padding=True, add_special_tokens=not uses_chat_template(tokenizer)
-    )
-    return {k: v.to(device) for k, v in batch.items()} if device is not None else dict(batch)
+def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, texts: list[str], device: Any = None, *,
+                     positions: bool = False) -> dict[str, torch.Tensor]:
+    """Left-padded batch (:func:`lpa.models.tokens.left_pad`); chat templates already contain BOS,
+    so no special tokens are added then.  ``positions`` adds ``position_ids`` that skip the padding."""
+    from lpa.models.tokens import left_pad
+
+    rows = tokenizer(list(texts), add_special_tokens=not uses_chat_template(tokenizer))["input_ids"]
+    return left_pad(rows, tokenizer, device, positions=positions)
 
 
 def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -193,7 +196,7 @@ def generate_texts(
     results: list[Completion | None] = [None] * len(texts)
     device = next(model.parameters()).device
     stops = stop_token_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
+    pad_id = pad_token_id(tokenizer)
     batches = length_sorted_batches(tokenizer, texts, settings.batch_size)
     label = progress if isinstance(progress, str) else "generating"
     with progress_bar(label, len(texts), enabled=None if progress else False) as bar:
@@ -301,11 +304,11 @@ def _prefill(model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor,
                 pad[i, width - len(tail):] = tail
                 own[i, width - len(tail):] = 1
             full = torch.cat([mask.new_ones((len(real), shared)), own], dim=1)
-            positions = (full.long().cumsum(-1) - 1).clamp(min=0)
+            positions = position_ids(full)
             result = model(input_ids=pad, attention_mask=full, position_ids=positions[:, shared:],
                            past_key_values=cache, use_cache=True, logits_to_keep=1)
             return result.past_key_values, result.logits[:, -1, :], full, positions[:, -1:]
-    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    positions = position_ids(mask)
     result = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     return result.past_key_values, result.logits[:, -1, :], mask, positions[:, -1:]
 
@@ -407,8 +410,9 @@ def generate_jsonl(
     rows = read_prompts(prompts_path)
     done = set()
     for row in read_jsonl(out_path):
-        legacy = "run_key" not in row and (row.get("model"), row.get("adapter"), row.get("settings")) == (
-            identity.model, identity.adapter, settings.key())  # written before rows carried run_key
+        # rows written before rows carried run_key (or by hand) count when what they record matches
+        legacy = "run_key" not in row and all(row[k] == v for k, v in (("model", identity.model), (
+            "adapter", identity.adapter), ("settings", settings.key())) if k in row)
         if row.get("run_key") != run_key and not legacy:
             from lpa.errors import LpaError
 

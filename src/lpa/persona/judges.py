@@ -149,8 +149,8 @@ class NumberJudge(TraitJudge):
         from lpa.generation import tokenize_prompts
 
         device = next(self.model.parameters()).device
-        batch = tokenize_prompts(self.tokenizer, texts, device)
-        positions = (batch["attention_mask"].long().cumsum(-1) - 1).clamp_min(0)
+        batch = tokenize_prompts(self.tokenizer, texts, device, positions=True)
+        positions = batch.pop("position_ids")
         with torch.no_grad():
             out = self.model(**batch, position_ids=positions, use_cache=self.split_digits, logits_to_keep=1)
         probs = out.logits[:, -1].float().softmax(-1).cpu()
