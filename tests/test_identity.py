@@ -135,3 +135,24 @@ def test_cell_keys_of_finished_cells_stay_valid():
     spec = load_spec(Path(__file__).parents[1] / "experiments" / "scale.yaml")
     keys = [_cell_key(spec, c) for c in cells(spec)[:3]]
     assert keys == ["235afd9879beeaa4", "60cd69e2168b5080", "ba8491fc680db5d3"]
+
+
+def test_one_table_reader(tmp_path):
+    """CSV, JSONL, JSON, YAML and TXT through lpa.io.read_table, with one clear error for bad input."""
+    from lpa.io import read_table
+
+    (tmp_path / "a.csv").write_text("prompt,label\nhi,benign\n")
+    (tmp_path / "a.jsonl").write_text('{"prompt": "hi", "label": "benign"}\n')
+    (tmp_path / "a.json").write_text('{"data": [{"prompt": "hi", "label": "benign"}]}')
+    (tmp_path / "a.yaml").write_text("templates:\n  - {prompt: hi, label: benign}\n")
+    for name in ("a.csv", "a.jsonl", "a.json", "a.yaml"):
+        assert read_table(tmp_path / name) == [{"prompt": "hi", "label": "benign"}], name
+    (tmp_path / "a.txt").write_text("hi\n\nthere\n")
+    assert read_table(tmp_path / "a.txt") == [{"prompt": "hi", "line": 1}, {"prompt": "there", "line": 3}]
+    (tmp_path / "bad.yaml").write_text("templates: [unclosed\n")
+    with pytest.raises(LpaError, match="bad.yaml"):
+        read_table(tmp_path / "bad.yaml")
+    with pytest.raises(LpaError, match="under 'rows'"):
+        read_table(tmp_path / "a.yaml", list_key="rows")
+    with pytest.raises(LpaError, match=r"\.csv, \.jsonl"):
+        read_table(tmp_path / "a.parquet")

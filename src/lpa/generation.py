@@ -363,20 +363,17 @@ def read_prompts(path: str | Any) -> list[dict[str, Any]]:
     from pathlib import Path
 
     from lpa.errors import LpaError
-    from lpa.io import read_jsonl
+    from lpa.io import read_table
 
     path = Path(path)
     if not path.is_file():
         raise LpaError(f"Prompts file not found: {path}")
     rows: list[dict[str, Any]] = []
-    if path.suffix == ".txt":
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        return [{"id": str(i), "prompt": line} for i, line in enumerate(lines) if line]
-    for number, row in enumerate(read_jsonl(path, missing_ok=False)):
-        if not isinstance(row, dict) or not ("prompt" in row or "messages" in row):
-            raise LpaError(f"{path}: row {number + 1} needs a 'prompt' or 'messages' field.")
-        row = dict(row)
-        row["id"] = str(row.get("id", number))
+    for number, row in enumerate(read_table(path), start=1):
+        if not ("prompt" in row or "messages" in row):
+            raise LpaError(f"{path}: row {number} needs a 'prompt' or 'messages' field.")
+        default = row.pop("line") - 1 if path.suffix == ".txt" else number - 1
+        row["id"] = str(row.get("id", default))
         rows.append(row)
     if not rows:
         raise LpaError(f"{path}: no prompts found.")

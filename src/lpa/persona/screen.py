@@ -17,7 +17,7 @@ from typing import Any
 
 from lpa.errors import LpaError
 from lpa.generation import GenerationSettings, generate
-from lpa.io import append_jsonl, read_jsonl
+from lpa.io import append_jsonl, read_jsonl, read_table
 from lpa.models.identity import ModelIdentity, identity_of
 from lpa.persona.activations import response_means
 from lpa.persona.monitor import projections
@@ -27,7 +27,7 @@ from lpa.persona.vector import PersonaVector
 def read_sft_rows(path: str | Path) -> list[dict[str, Any]]:
     """JSONL rows with ``prompt`` or ``messages`` (ending in a user turn) and ``response``; or ``messages`` ending in the assistant turn."""
     rows = []
-    for number, row in enumerate(read_jsonl(path, missing_ok=False), start=1):
+    for number, row in enumerate(read_table(path), start=1):
         messages = row.get("messages")
         response = row.get("response") or row.get("completion")
         if messages and response is None and messages[-1].get("role") == "assistant":
