@@ -30,7 +30,7 @@ from lpa.config import apply_overrides, merge_nested, read_yaml, validate_config
 from lpa.errors import LpaError
 from lpa.registry import Registry
 from lpa.training.config import TrainConfig, preset_defaults
-from lpa.training.data import ChatExample, PairExample
+from lpa.training.data import ChatExample, Collator, PairExample
 from lpa.traits.examples import ExampleFormat, Layout
 
 
@@ -42,6 +42,10 @@ class Method:
     def build_examples(self, config: Any, tokenizer: Any) -> list[PairExample] | list[ChatExample]:
         """Training examples: preference pairs, or conversations with a response (SFT-style methods)."""
         raise NotImplementedError
+
+    def collator(self, config: Any, tokenizer: Any) -> Collator:
+        """The batches of the training examples (prompts truncated from the left to ``max_prompt_tokens``)."""
+        return Collator(tokenizer, config.max_prompt_tokens)
 
     def train_context(self, config: Any, model: Any) -> AbstractContextManager[Any]:
         """Active around the defender's training forwards and backwards only (e.g. preventative steering)."""

@@ -148,33 +148,29 @@ class FunctionCallback(LpaCallback):
 
 
 class ProgressBar(LpaCallback):
-    """A one-line rich progress bar with the attacker's and defender's latest losses."""
+    """The shared progress bar (:mod:`lpa.progress`: shown on a terminal, ``LPA_PROGRESS`` decides
+    elsewhere) with the attacker's and defender's latest losses."""
 
     KEYS = ("attack_loss_end", "defender_toward", "defender_away", "defender_kl")
 
     def __init__(self) -> None:
-        self.progress: Any = None
+        self.bar: Any = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not state.is_world_process_zero:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from lpa.progress import Bar, progress_enabled
 
-        self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                 TextColumn("{task.description}"))
-        self.task = self.progress.add_task("", total=state.max_steps, completed=state.global_step)
-        self.progress.start()
+        self.bar = Bar("train", state.max_steps, state.is_world_process_zero and progress_enabled(), state.global_step)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.progress is not None:
+        if self.bar is not None:
             row = self.trainer.row
-            text = " ".join(f"{k.split('_', 1)[1]}={row[k]:.3f}" for k in self.KEYS if k in row)
-            self.progress.update(self.task, completed=state.global_step, description=text)
+            self.bar.advance()
+            self.bar.describe(" ".join(["train", *(f"{k.split('_', 1)[1]}={row[k]:.3f}" for k in self.KEYS if k in row)]))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class MetricsFile(LpaCallback):

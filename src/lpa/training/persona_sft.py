@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 
 from lpa.training.base import Method, register_method
 from lpa.training.config import TrainConfig
-from lpa.training.data import ChatExample, resolve_data_file
+from lpa.training.data import ChatExample, Collator, resolve_data_file
 
 
 class PersonaSftConfig(TrainConfig):
@@ -60,6 +60,9 @@ class PersonaSft(Method):
         from lpa.persona.screen import read_sft_rows
 
         return sft_examples(read_sft_rows(resolve_data_file(config.data, config.data_dir, "Fine-tuning data file")))
+
+    def collator(self, config: Any, tokenizer: Any) -> Collator:
+        return Collator(tokenizer, config.max_prompt_tokens, config.max_response_tokens)
 
     def train_context(self, config: Any, model: Any) -> AbstractContextManager[Any]:
         if not config.preventative:

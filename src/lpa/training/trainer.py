@@ -397,7 +397,7 @@ def build_trainer(
     trainer = LatTrainer(
         cfg=cfg, method=method, lat=lat, run=run, benign=benign, templates=method.templates(cfg, examples),
         model=peft_model, args=args, train_dataset=examples, processing_class=tokenizer,
-        data_collator=Collator(tokenizer, cfg.max_prompt_tokens, getattr(cfg, "max_response_tokens", None)),
+        data_collator=method.collator(cfg, tokenizer),
         callbacks=[*own, MetricsFile()],
     )
     trainer.resume_from = resume
