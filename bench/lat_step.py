@@ -78,6 +78,8 @@ def main() -> None:
         if i:
             plain.append(time.perf_counter() - t0)
     lat_s, plain_s = sum(lat) / len(lat), sum(plain) / len(plain)
+    idx = trainer_mod.batch_indices(len(examples), cfg.batch_size, cfg.seed, 1)
+    batch = collate.batch([examples[j] for j in idx])  # the first timed step's batch, for the header
     print(f"model={args.model} preset={args.preset} threads={torch.get_num_threads()} "
           f"batch={cfg.batch_size} pairs -> {batch.input_ids.shape[0]} rows x {batch.input_ids.shape[1]} tokens; "
           f"K={k} M={m} locations={list(trainer.lat.eps)}")
