@@ -161,6 +161,7 @@ def test_guard_stops_on_collapse_and_keeps_last_good(tmp_path):
                                             "guard.max_new_tokens=4", "adversary_monitor.every=1"])
     result = train(cfg, model=tiny_model("llama"), tokenizer=tiny_tokenizer())
     assert result.stopped and "mean_distinct_2" in result.stopped and result.steps_done == 2
+    assert not list(result.run_dir.glob("checkpoint-*"))  # the collapsed step is never a checkpoint to resume from
     assert (result.run_dir / "adversary_samples.jsonl").is_file()
     from peft import PeftModel
 

@@ -125,3 +125,19 @@ def test_cli_report_to_and_rerun_resumes(tmp_path):
     assert "2 steps" in again.output
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]  # resumed at step 2: nothing retrained, nothing logged twice
+
+
+def test_runs_saved_before_the_trainer_move_are_still_recognised(tmp_path):
+    import yaml
+
+    cfg = _cfg(tmp_path)
+    assert cfg.lora.target_modules == "all-linear"
+    old = cfg.model_dump(mode="json")
+    old["lora"]["target_modules"] = "auto"  # the former name; no report_to / trainer_args fields yet
+    del old["report_to"], old["trainer_args"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(old))
+    (tmp_path / "run" / "result.json").write_text(json.dumps({"steps_done": 2, "stopped": None}))
+    assert train(cfg).steps_done == 2  # finished: returned, not refused as "a different config"
+    with pytest.raises(LpaError, match="different config"):
+        train(_cfg(tmp_path, steps=3))

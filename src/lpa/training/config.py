@@ -35,6 +35,11 @@ class LoraSettings(_Strict):
         "output head; the same for every method). 'auto' is the former name of 'all-linear'."
     )
 
+    @field_validator("target_modules")
+    @classmethod
+    def _former_name(cls, value: list[str] | str) -> list[str] | str:
+        return "all-linear" if value == "auto" else value  # 'auto' adapted the same layers in decoder-only models
+
 
 class AttackSettings(_Strict):
     layers: list[int | float | str] = Field(

@@ -243,6 +243,10 @@ def _check_run_dir(run: RunDir, config: TrainConfig) -> None:
     if not run.config_path.exists():
         return
     stored = run.read_config()
+    try:  # through the config class, so a run saved before a new field or a renamed value still matches
+        stored = config_from_dict(stored, source=str(run.config_path)).model_dump(mode="json")
+    except LpaError:
+        pass
     current = config.model_dump(mode="json")
     ignore = {"progress", "report_to"}
     diff = sorted(k for k in set(stored) | set(current) if k not in ignore and stored.get(k) != current.get(k))
@@ -278,10 +282,9 @@ def lora_model(model: Any, cfg: TrainConfig) -> Any:
     from peft import LoraConfig, get_peft_model
 
     lora = cfg.lora
-    targets = "all-linear" if lora.target_modules in ("all-linear", "auto") else lora.target_modules
     torch.manual_seed(cfg.seed)
     return get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                            target_modules=targets, task_type="CAUSAL_LM"))
+                                            target_modules=lora.target_modules, task_type="CAUSAL_LM"))
 
 
 _OWN_ARGS = ("output_dir", "max_steps", "per_device_train_batch_size", "learning_rate", "weight_decay", "max_grad_norm",
