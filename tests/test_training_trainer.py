@@ -141,3 +141,14 @@ def test_runs_saved_before_the_trainer_move_are_still_recognised(tmp_path):
     assert train(cfg).steps_done == 2  # finished: returned, not refused as "a different config"
     with pytest.raises(LpaError, match="different config"):
         train(_cfg(tmp_path, steps=3))
+
+
+def test_gradient_checkpointing_reruns_the_perturbed_forward(tmp_path):
+    """Trainer's gradient checkpointing re-runs each forward inside the attack's hook context: same losses."""
+    def losses(name, flag):
+        result = train(_cfg(tmp_path, name, sets=[f"gradient_checkpointing={flag}"]), model=tiny_model("llama"),
+                       tokenizer=tiny_tokenizer())
+        rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+        return [v for r in rows for v in (r["attack_loss_end"], r["defender_loss"])]
+
+    assert losses("gc", "true") == pytest.approx(losses("plain", "false"), rel=1e-5)
