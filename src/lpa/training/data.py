@@ -225,17 +225,15 @@ def resolve_data_file(name: str, data_dir: str | None, what: str) -> Path:
 def load_benign_chat(source: str | None, data_dir: str | None = None) -> list[ChatExample]:
     """``None``/"builtin": the built-in pairs; else a JSON/JSONL file with ``instruction``/``prompt``
     and ``response``/``output`` fields (the KL is taken on the response tokens, so both are needed)."""
-    import json
-
     from lpa.errors import LpaError
-    from lpa.io import read_jsonl
+    from lpa.io import read_table
 
     if source in (None, "builtin"):
         return builtin_benign_chat()
     path = resolve_data_file(source, data_dir, "Benign instruction-response file (or 'builtin')")
     if path.suffix not in (".json", ".jsonl"):
         raise LpaError(f"{path}: benign data must be .json or .jsonl rows with instruction and response fields.")
-    rows = read_jsonl(path) if path.suffix == ".jsonl" else json.loads(path.read_text(encoding="utf-8"))
+    rows = read_table(path)
     out = []
     for number, row in enumerate(rows, start=1):
         prompt = (row.get("instruction") or row.get("prompt")) if isinstance(row, dict) else None
