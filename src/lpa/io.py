@@ -39,6 +39,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def publish(tmp: str | Path, path: str | Path) -> Path:
+    """Move a finished temporary file into place with the umask's permissions.
+
+    For files written by other libraries (safetensors, numpy), some of which create them 0600.
+    """
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+    return Path(path)
+
+
 def _umask() -> int:
     """The process umask, read without changing it where /proc allows (os.umask is process-wide)."""
     try:
