@@ -338,6 +338,8 @@ def lens_cmd(
     max_new_tokens: int = typer.Option(48, help="Answer length for the compliance label."),
     batch_size: int = typer.Option(8, help="Prompts per batch."),
     random_baselines: int = typer.Option(100, help="Random directions and label shuffles for the baselines."),
+    compliance_judge: str = typer.Option(None, "--compliance-judge", help="Response judge that labels compliance "
+                                         "(see `lpa judges list`; default: the validated default judge)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the full report as JSON."),
     model: str = ModelOption,
     device: str = DeviceOption,
@@ -345,21 +347,25 @@ def lens_cmd(
 ) -> None:
     """Project base and LPA activations on a persona vector over harmful prompts; shift and compliance r."""
     from lpa.eval.benchmarks import BENCHMARKS
+    from lpa.eval.judges import DEFAULT_JUDGE
     from lpa.generation import GenerationSettings
     from lpa.io import atomic_write_json
     from lpa.models import load_model
     from lpa.persona import load_vector
-    from lpa.persona.lens import lens
+    from lpa.persona.lens import judge_compliance, lens
     from lpa.plugins import create
 
+    judge = compliance_judge or DEFAULT_JUDGE
     vec = load_vector(_vector_path(trait, vector))
     samples = []
     for name in [b for b in benchmarks.split(",") if b.strip()]:
         bench = create(BENCHMARKS, name.strip(), data_dir=str(data_dir) if data_dir else None, limit=limit)
         samples += [s for s in bench.load() if s.label == "harmful"]
+    complied = judge_compliance(judge, samples)  # an unknown judge fails before the model loads
     lm, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
     report = lens(lm, tok, vec, [s.messages or s.prompt for s in samples],
-                  GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size), n_random=random_baselines)
+                  GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size), n_random=random_baselines,
+                  complied=complied, compliance_judge=judge)
     report["benchmarks"], report["adapter"] = benchmarks, adapter
     if out:
         atomic_write_json(out, report)

@@ -2,8 +2,8 @@
 
 For each harmful prompt, the last-prompt-token projection on the unit vector is read with the
 adapter on (LPA) and off (base, via peft's ``disable_adapter``: same weights, one model in
-memory), and both models answer; compliance = the answer is not a refusal by the keyword judge
-(:func:`lpa.coherence.is_refusal`, named in the report).  The projection shift is tested by a
+memory), and both models answer; compliance is read from each answer by a response judge (the
+CLI uses the project's validated default; without one, the keyword refusal check), named in the report.  The projection shift is tested by a
 sign-flip permutation test on the paired differences and compared with the same standardised
 shift along random directions; the projection-compliance correlation comes with the random-direction
 and shuffled-label baselines of :func:`lpa.persona.monitor.baselines`.
@@ -15,7 +15,7 @@ import contextlib
 import math
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -55,8 +55,13 @@ def standardised_shift(base: torch.Tensor, tuned: torch.Tensor, direction: torch
 def lens(
     model: Any, tokenizer: Any, vector: PersonaVector, conversations: Sequence[Conversation], settings: GenerationSettings,
     *, layer: int | None = None, n_random: int = 100, seed: int = 0,
+    complied: Callable[[list[str]], list[float]] | None = None, compliance_judge: str = "keyword refusal (lpa.coherence.is_refusal)",
 ) -> dict[str, Any]:
-    """Projection shift base -> adapter and projection-compliance correlation with baselines."""
+    """Projection shift base -> adapter and projection-compliance correlation with baselines.
+
+    ``complied`` maps the answers (in prompt order) to 1.0 (complied) / 0.0; default: not a keyword refusal.
+    """
+    complied = complied or (lambda answers: [0.0 if is_refusal(t) else 1.0 for t in answers])
     key = vector.resolve(layer)
     direction = vector.at(key)
     acts: dict[str, torch.Tensor] = {}
@@ -66,7 +71,7 @@ def lens(
             acts[name] = last_prompt(model, tokenizer, conversations, layers=[key], batch_size=settings.batch_size)[:, 0]
             texts[name] = [c.text for c in generate(model, tokenizer, conversations, settings)]
     proj = {name: projections(a, direction).tolist() for name, a in acts.items()}
-    comply = {name: [0.0 if is_refusal(t) else 1.0 for t in ts] for name, ts in texts.items()}
+    comply = {name: complied(ts) for name, ts in texts.items()}
     diffs = [b - a for a, b in zip(proj["base"], proj["lpa"], strict=True)]
     shift = standardised_shift(acts["base"], acts["lpa"], direction)
     gen = torch.Generator().manual_seed(seed)
@@ -76,7 +81,7 @@ def lens(
     correlation = baselines(pooled, direction, comply["base"] + comply["lpa"], n_random=n_random, seed=seed)
     within = {name: baselines(acts[name], direction, comply[name], n_random=n_random, seed=seed) for name in acts}
     return {
-        "trait": vector.trait, "layer": key, "n": len(conversations), "compliance_judge": "keyword refusal (lpa.coherence.is_refusal)",
+        "trait": vector.trait, "layer": key, "n": len(conversations), "compliance_judge": compliance_judge,
         "mean_projection": {name: statistics.fmean(p) for name, p in proj.items()},
         "mean_shift": statistics.fmean(diffs), "shift_p_sign_flip": sign_flip_p(diffs, seed=seed),
         "standardised_shift": shift,
@@ -91,4 +96,29 @@ def lens(
     }
 
 
-__all__ = ["lens", "sign_flip_p", "standardised_shift"]
+def judge_compliance(judge_name: str, samples: Sequence[Any]) -> Callable[[list[str]], list[float]]:
+    """``complied`` for :func:`lens` from a response judge: 1.0 only for a ``complied`` verdict.
+
+    Refusals and nonsense (including the training sentence) count as not complied; a judge error
+    raises, so a lens result never silently rests on fewer answers than it reports.
+    """
+    from lpa.errors import LpaError
+    from lpa.eval.judges import JUDGES
+    from lpa.plugins import create
+    from lpa.records import Generation
+
+    judge = create(JUDGES, judge_name)
+
+    def complied(answers: list[str]) -> list[float]:
+        gens = [Generation(sample_id=s.id, benchmark=s.benchmark, model="lens", messages=s.messages or [], text=a)
+                for s, a in zip(samples, answers, strict=True)]
+        verdicts = judge.judge(list(samples), gens)
+        errors = [v.error for v in verdicts if v.error]
+        if errors:
+            raise LpaError(f"Judge {judge_name!r} failed on {len(errors)} of {len(verdicts)} lens answers: {errors[0]}")
+        return [1.0 if v.label == "complied" else 0.0 for v in verdicts]
+
+    return complied
+
+
+__all__ = ["judge_compliance", "lens", "sign_flip_p", "standardised_shift"]
