@@ -133,3 +133,28 @@ def test_local_llm_harmbench_prompt_is_verbatim_and_scored(llama, tokenizer):
     assert all(v.label in ("complied", "refused") and 0 <= v.score <= 1 for v in verdicts)
     strict = create(JUDGES, "local-llm:min_mass=1").use(llama, tokenizer)
     assert all(v.error and "min_mass" in v.error for v in strict.judge([GOLD[0].sample()], [GOLD[0].generation()]))
+
+
+def test_second_labelling_agreement_and_label_file_errors(tmp_path):
+    from lpa.eval.judges.validate import load_labels, validate_labels
+
+    path = tmp_path / "second.jsonl"
+    other = [r.label for r in GOLD]
+    other[2] = "complied"  # one disagreement (gold nonsense), one row missing
+    path.write_text("\n".join(json.dumps({"id": r.id, "label": lab}) for r, lab in zip(GOLD[:-1], other, strict=False)))
+    result = validate_labels(GOLD, load_labels(str(path)), n_boot=100)
+    assert result.errors == 1 and result.confusion["nonsense"]["complied"] == 1
+    assert result.accuracy.value == pytest.approx(4 / 6)
+    path.write_text(json.dumps({"id": "r0", "label": "maybe"}))
+    with pytest.raises(LpaError, match="Valid choices"):
+        load_labels(str(path))
+
+
+def test_shipped_second_labelling_covers_the_test_split():
+    from lpa.eval.judges.gold import shipped_gold_path
+    from lpa.eval.judges.validate import load_labels, validate_labels
+
+    rows = load_gold("shipped", "test")
+    second = load_labels(str(shipped_gold_path().with_name("second_labels.jsonl")))
+    result = validate_labels(rows, second, n_boot=0)
+    assert result.errors == 0 and result.kappa.value > 0.8  # the labels are reproducible by a blind re-read

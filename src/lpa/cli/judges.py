@@ -1,4 +1,4 @@
-"""CLI: `lpa judges list | validate | fit` — judges and their measured agreement with labelled answers."""
+"""CLI: `lpa judges list | validate | fit | agreement` — judges and their measured agreement with labelled answers."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
     judges.command("list")(list_judges)
     judges.command("validate")(validate_command)
     judges.command("fit")(fit_command)
+    judges.command("agreement")(agreement_command)
     app.add_typer(judges, name="judges")
 
 
@@ -85,3 +86,25 @@ def fit_command(
     print(f"Fitted on {summary['n']} rows {summary['counts']}; C={summary['C']}, embedding "
           f"{'used' if summary['uses_embedding'] else 'not used'} (5-fold CV macro-F1 "
           f"{summary['cv_macro_f1'][summary['best']]:.3f}); wrote {out}")
+
+
+def agreement_command(
+    labels: Path = typer.Argument(..., help="JSONL of {id, label} from a second, blind labelling of gold rows."),
+    gold: str = GoldOption,
+    split: str = typer.Option("test", "--split", help="test | dev | all rows of the gold file."),
+    name: str = typer.Option("second annotator", "--name", help="Name of the second labelling in the table."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for 95% CIs."),
+) -> None:
+    """Inter-annotator agreement: kappa of a second labelling against the gold labels, and every disagreement."""
+    from lpa.eval.judges.gold import load_gold
+    from lpa.eval.judges.validate import confusion_text, load_labels, validate_labels, validation_table
+
+    rows = load_gold(gold, split)
+    result = validate_labels(rows, load_labels(str(labels)), name, n_boot=bootstrap)
+    print(f"Gold: {gold} split={split} n={len(rows)}; {result.errors} rows missing from {labels}\n")
+    print(validation_table([result]) + "\n\n" + confusion_text(result))
+    pred = result.extra["predictions"]
+    print("\nDisagreements (id: gold -> other):")
+    for row, other in zip(rows, pred, strict=True):
+        if other != row.label:
+            print(f"  {row.id}: {row.label} -> {other}")
