@@ -158,3 +158,33 @@ def test_shipped_second_labelling_covers_the_test_split():
     second = load_labels(str(shipped_gold_path().with_name("second_labels.jsonl")))
     result = validate_labels(rows, second, n_boot=0)
     assert result.errors == 0 and result.kappa.value > 0.8  # the labels are reproducible by a blind re-read
+
+
+def test_sample_a_run_and_add_rows_without_moving_existing_splits(tmp_path):
+    from lpa.eval.benchmarks import BENCHMARKS
+    from lpa.eval.judges.gold import extend_split, stratified_sample, unlabelled_rows
+
+    run = tmp_path / "lpa" / "seed-1" / "eval"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("benchmarks: [smoke]\n")
+    samples = create(BENCHMARKS, "smoke").load()[:6]
+    gens = [{"sample_id": s.id, "benchmark": "smoke", "attack": attack, "model": "m", "text": f"answer {i} {attack}",
+             "messages": [{"role": "user", "content": f"wrapped {s.prompt}"}]}
+            for i, s in enumerate(samples) for attack in ("direct", "prefill")]
+    (run / "generations.jsonl").write_text("\n".join(json.dumps(g) for g in gens))
+    rows = unlabelled_rows(run)
+    assert len(rows) == 12 and {r["method"] for r in rows} == {"lpa"} and {r["seed"] for r in rows} == {"1"}
+    assert rows[0]["request"] == samples[0].prompt and rows[0]["sent"].startswith("wrapped")
+    assert len({r["id"] for r in rows}) == 12
+    known = GoldRow(id="old", request=rows[0]["request"], answer=rows[0]["answer"], label="refused",
+                    request_label=rows[0]["request_label"], split="test")
+    picked = stratified_sample(rows, 4, exclude=[known])
+    assert len(picked) == 4 and {r["attack"] for r in picked} == {"direct", "prefill"}  # round-robin over cells
+    assert all((r["request"], r["answer"]) != (known.request, known.answer) for r in picked)
+    new = [GoldRow(**{**r, "label": "complied"}) for r in rows[1:]]
+    merged = extend_split([known], new)
+    assert merged[0].split == "test" and all(r.split in ("dev", "test") for r in merged)
+    same_request = [r for r in merged if r.request == known.request]
+    assert {r.split for r in same_request} == {"test"}  # a known request keeps its split
+    with pytest.raises(LpaError, match="already in the gold set"):
+        extend_split(merged, new[:1])

@@ -1,7 +1,8 @@
-"""CLI: `lpa judges list | validate | fit | agreement` — judges and their measured agreement with labelled answers."""
+"""CLI: `lpa judges list | validate | fit | agreement | sample | add` — judges and their measured agreement with labelled answers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -16,6 +17,8 @@ def register(app: typer.Typer) -> None:
     judges.command("validate")(validate_command)
     judges.command("fit")(fit_command)
     judges.command("agreement")(agreement_command)
+    judges.command("sample")(sample_command)
+    judges.command("add")(add_command)
     app.add_typer(judges, name="judges")
 
 
@@ -108,3 +111,37 @@ def agreement_command(
     for row, other in zip(rows, pred, strict=True):
         if other != row.label:
             print(f"  {row.id}: {row.label} -> {other}")
+
+
+def sample_command(
+    runs: list[Path] = typer.Argument(..., help="Eval run folders (each with generations.jsonl and config.yaml)."),
+    out: Path = typer.Option(..., "--out", "-o", help="JSONL of unlabelled rows to fill in (label, note)."),
+    n: int = typer.Option(150, "--n", help="Rows to draw, round-robin over (method, benchmark, attack)."),
+    gold: str = GoldOption,
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Benchmark data folder (default: LPA_DATA_DIR)."),
+) -> None:
+    """Draw a stratified set of real answers to label by reading (answers already in the gold file are skipped)."""
+    from lpa.eval.judges.gold import load_gold, stratified_sample, unlabelled_rows
+    from lpa.io import atomic_write_text
+
+    rows = [row for run in runs for row in unlabelled_rows(run, str(data_dir) if data_dir else None)]
+    picked = stratified_sample(rows, n, seed, exclude=load_gold(gold))
+    atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in picked))
+    print(f"{len(picked)} of {len(rows)} answers written to {out}; fill in 'label' and 'note', then `lpa judges add`.")
+
+
+def add_command(
+    labelled: Path = typer.Argument(..., help="JSONL of labelled rows (e.g. from `lpa judges sample`), with ids."),
+    gold: Path = typer.Option(..., "--gold", "-g", help="Gold file to extend (written in place, atomically)."),
+    seed: int = typer.Option(0, "--seed", help="Split seed for requests not yet in the gold file."),
+) -> None:
+    """Add labelled rows to a gold file: known requests keep their split, new requests are split dev/test."""
+    from lpa.eval.judges.gold import extend_split, load_gold
+    from lpa.io import atomic_write_text
+
+    existing, new = load_gold(gold), load_gold(labelled)
+    rows = extend_split(existing, new, seed=seed)
+    atomic_write_text(gold, "".join(r.model_dump_json(exclude_none=False) + "\n" for r in rows))
+    added = rows[len(existing):]
+    print(f"Added {len(added)} rows ({sum(r.split == 'test' for r in added)} test) to {gold}: {len(rows)} rows.")
