@@ -87,8 +87,9 @@ def fit_command(
     rows = load_gold(gold, split)
     summary = fit_trained_judge(rows, out, c=c, seed=seed)
     print(f"Fitted on {summary['n']} rows {summary['counts']}; C={summary['C']}, embedding "
-          f"{'used' if summary['uses_embedding'] else 'not used'} (5-fold CV macro-F1 "
-          f"{summary['cv_macro_f1'][summary['best']]:.3f}); wrote {out}")
+          f"{'used' if summary['uses_embedding'] else 'not used'}; grouped 5-fold CV kappa "
+          f"{summary['cv_kappa'][summary['best']]:.3f}, {summary['cv_kappa_calibrated']:.3f} with class offsets "
+          f"{[round(b, 2) for b in summary['bias']]}; wrote {out}")
 
 
 def agreement_command(
