@@ -103,15 +103,20 @@ def agreement_command(
     from lpa.eval.judges.gold import load_gold
     from lpa.eval.judges.validate import confusion_text, load_labels, validate_labels, validation_table
 
-    rows = load_gold(gold, split)
-    result = validate_labels(rows, load_labels(str(labels)), name, n_boot=bootstrap)
-    print(f"Gold: {gold} split={split} n={len(rows)}; {result.errors} rows missing from {labels}\n")
+    from lpa.errors import LpaError
+
+    rows, other = load_gold(gold, split), load_labels(str(labels))
+    covered = [r for r in rows if r.id in other]
+    if not covered:
+        raise LpaError(f"No row of {gold} (split={split}) has an id in {labels}.")
+    result = validate_labels(covered, other, name, n_boot=bootstrap)
+    print(f"Gold: {gold} split={split}: {len(covered)} of {len(rows)} rows labelled in {labels}\n")
     print(validation_table([result]) + "\n\n" + confusion_text(result))
     pred = result.extra["predictions"]
     print("\nDisagreements (id: gold -> other):")
-    for row, other in zip(rows, pred, strict=True):
-        if other != row.label:
-            print(f"  {row.id}: {row.label} -> {other}")
+    for row, label in zip(covered, pred, strict=True):
+        if label != row.label:
+            print(f"  {row.id}: {row.label} -> {label}")
 
 
 def sample_command(
