@@ -100,10 +100,9 @@ def agreement_command(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for 95% CIs."),
 ) -> None:
     """Inter-annotator agreement: kappa of a second labelling against the gold labels, and every disagreement."""
+    from lpa.errors import LpaError
     from lpa.eval.judges.gold import load_gold
     from lpa.eval.judges.validate import confusion_text, load_labels, validate_labels, validation_table
-
-    from lpa.errors import LpaError
 
     rows, other = load_gold(gold, split), load_labels(str(labels))
     covered = [r for r in rows if r.id in other]
