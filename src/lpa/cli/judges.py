@@ -88,8 +88,9 @@ def fit_command(
     summary = fit_trained_judge(rows, out, c=c, seed=seed)
     print(f"Fitted on {summary['n']} rows {summary['counts']}; C={summary['C']}, embedding "
           f"{'used' if summary['uses_embedding'] else 'not used'}; grouped 5-fold CV kappa "
-          f"{summary['cv_kappa'][summary['best']]:.3f}, {summary['cv_kappa_calibrated']:.3f} with class offsets "
-          f"{[round(b, 2) for b in summary['bias']]}; wrote {out}")
+          f"{summary['cv_kappa'][summary['best']]:.3f}; class offsets {[round(b, 2) for b in summary['bias']]} "
+          f"(mean per-model CV kappa {summary['cv_kappa_calibrated_per_model_mean']:.3f})"
+          f"; wrote {out}")
 
 
 def agreement_command(

@@ -165,8 +165,9 @@ def fit_trained_judge(rows: Sequence[Any], out: str | Path, *, c: float | None =
     Chosen by 5-fold cross-validation *grouped by request* (rows of one request never sit on both
     sides), repeated over 3 fold seeds, scoring Cohen's kappa: ``c`` (inverse L2 strength) and
     whether to add the answer embedding to the text statistics.  Then per-class offsets on the
-    log-probabilities are calibrated on the out-of-fold predictions (kappa again), so thresholds
-    are set on held-out dev rows, not on the rows a model was fitted on.  Needs scikit-learn
+    log-probabilities are calibrated on the out-of-fold predictions (mean of the per-model kappas,
+    see :func:`_calibrate_bias`), so thresholds are set on held-out dev rows, not on the rows a
+    model was fitted on.  Needs scikit-learn
     (the ``dev`` extra).
     """
     try:
@@ -195,7 +196,7 @@ def fit_trained_judge(rows: Sequence[Any], out: str | Path, *, c: float | None =
     best = max(scores, key=lambda k: scores[k])
     width, best_c = int(best.split(":")[0]), float(best.split(":")[1])
     classes = _classes(labels)
-    bias, calibrated = _calibrate_bias(oof[best], labels, classes)
+    bias, calibrated = _calibrate_bias(oof[best], labels, classes, [r.model or "" for r in rows])
     features = features[:, :width]
     mean, scale = features.mean(0), features.std(0) + 1e-6
     clf = make(best_c).fit((features - mean) / scale, labels)
@@ -203,10 +204,11 @@ def fit_trained_judge(rows: Sequence[Any], out: str | Path, *, c: float | None =
         raise LpaError("Internal error: class order changed between cross-validation and the final fit.")
     summary = {"n": len(rows), "counts": {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True), strict=True)},
                "C": best_c, "uses_embedding": width > len(TEXT_FEATURES), "cv_kappa": scores, "best": best,
-               "cv_kappa_calibrated": calibrated, "bias": [float(b) for b in bias],
+               "cv_kappa_calibrated_per_model_mean": calibrated, "bias": [float(b) for b in bias],
                "embedder": embedder, "text_features": list(TEXT_FEATURES),
                "model": "sklearn LogisticRegression(class_weight='balanced', L2), standardised features; "
-                        "per-class log-probability offsets calibrated out-of-fold (grouped 5-fold CV x 3 seeds)"}
+                        "per-class log-probability offsets calibrated out-of-fold (grouped 5-fold CV x 3 seeds; mean of "
+                        "per-model kappas)"}
     TrainedJudgeModel(mean.astype(np.float32), scale.astype(np.float32), clf.coef_.astype(np.float32),
                       clf.intercept_.astype(np.float32), classes, summary, np.asarray(bias, dtype=np.float32)).save(out)
     return summary
@@ -240,20 +242,30 @@ def _out_of_fold(model: Any, x: Any, labels: Any, groups: Any, seed: int) -> Any
     return out
 
 
-def _calibrate_bias(probabilities: Sequence[Any], labels: Any, classes: Sequence[str],
-                    grid: Sequence[float] = (-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0)) -> tuple[Any, float]:
-    """Per-class log-probability offsets (first class fixed at 0) that maximise mean out-of-fold kappa.
+def _calibrate_bias(probabilities: Sequence[Any], labels: Any, classes: Sequence[str], strata: Sequence[str] | None = None,
+                    grid: Sequence[float] = (-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0),
+                    min_stratum: int = 20) -> tuple[Any, float]:
+    """Per-class log-probability offsets (first class fixed at 0) that maximise out-of-fold kappa.
 
-    Ties go to the smallest total offset, so without a real gain the offsets stay at 0.
+    With ``strata`` (the model that wrote each row), the objective is the mean of the per-model
+    kappas over models with at least ``min_stratum`` rows, so the offsets do not just encode the
+    label mix of whichever model dominates the fitting rows (SmolLM2's many nonsense answers
+    would otherwise push a Qwen judge toward "nonsense"). Ties go to the smallest total offset,
+    so without a real gain the offsets stay at 0.
     """
     import itertools
 
     import numpy as np
 
+    labels = np.asarray(labels)
+    keys = np.asarray(list(strata) if strata is not None else [""] * len(labels))
+    masks = [keys == k for k in sorted(set(keys.tolist())) if (keys == k).sum() >= min_stratum]
+    masks = masks or [np.ones(len(labels), dtype=bool)]
     best = (-np.inf, 0.0, np.zeros(len(classes)))
     for offsets in itertools.product(grid, repeat=len(classes) - 1):
         bias = np.array([0.0, *offsets])
-        score = float(np.mean([_kappa(labels, (np.log(p + 1e-12) + bias).argmax(1), classes) for p in probabilities]))
+        score = float(np.mean([_kappa(labels[m], (np.log(p[m] + 1e-12) + bias).argmax(1), classes)
+                               for p in probabilities for m in masks]))
         candidate = (round(score, 4), -float(np.abs(bias).sum()), bias)
         if candidate[:2] > best[:2]:
             best = candidate
