@@ -1,11 +1,13 @@
 """A small trained response judge: (request, answer) features -> complied / refused / nonsense.
 
-Features: :func:`lpa.eval.judges.features.pair_features` (refusal-phrase hits, coherence
-statistics, the training template anywhere, answer-request similarity, MiniLM embedding of the
-answer).  Model: multinomial logistic regression, fitted with scikit-learn on the ``dev`` split
-of a gold file (:func:`fit_trained_judge`, ``lpa judges fit``) and stored as a small ``.npz``
-(standardisation, weights, classes, settings).  Inference is numpy only, so the judge needs no
-dependency beyond the core install.  Runs offline on CPU: about a second per 100 answers.
+Features: :func:`lpa.eval.judges.features.pair_features` (refusal, filler and scope-statement
+phrases, loop / echo / coherence statistics, the training template anywhere, MiniLM cosines of
+the answer with the request and the prompt sent; optionally the answer's MiniLM embedding).
+Model: multinomial logistic regression with calibrated per-class offsets, fitted with
+scikit-learn on the ``dev`` split of a gold file (:func:`fit_trained_judge`, ``lpa judges fit``)
+and stored as a small ``.npz`` (standardisation, weights, offsets, classes, settings).  Inference
+is numpy plus MiniLM, so the judge needs no dependency beyond the core install; on a loaded
+2-core CPU it took about 8 s per 100 answers (``docs/judging.md``).
 """
 
 from __future__ import annotations
@@ -101,8 +103,8 @@ class TrainedJudgeArgs(JudgeArgs):
 @register_judge
 class TrainedJudge(Judge):
     name = "trained"
-    description = ("Offline response judge: MiniLM embedding + refusal/coherence features -> logistic regression "
-                   "(complied / refused / nonsense), fitted on the shipped gold dev split; ~1 s per 100 on CPU.")
+    description = ("Offline response judge: refusal/filler/loop/echo features + MiniLM cosines -> logistic regression "
+                   "(complied / refused / nonsense), fitted on the shipped gold dev split; seconds per 100 on CPU.")
     Args = TrainedJudgeArgs
 
     def __init__(self, **args: Any) -> None:
