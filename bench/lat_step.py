@@ -1,8 +1,11 @@
 """Speed of one LAT step vs (K + M) plain forward+backward passes on the same batch.
 
 Usage: python bench/lat_step.py [--model smollm2-135m] [--preset embedded] [--steps 3]
-Prints seconds per LAT step, where it goes (attacker vs defender incl. the benign KL terms),
-and the ratio to (K + M) plain fwd+bwd passes on the pair batch (target <= 1.15).
+Runs the real trainer (transformers.Trainer subclass) for 1 + steps steps; a step is timed from
+Trainer's ``on_step_begin`` to ``on_step_end`` (attack, M defender updates, clipping, optimiser and
+scheduler; logging and checkpoints excluded).  Prints seconds per LAT step, where it goes
+(attacker vs defender incl. the benign KL terms), and the ratio to (K + M) plain fwd+bwd passes
+on the pair batches (target <= 1.15).
 """
 
 from __future__ import annotations
@@ -12,6 +15,18 @@ import tempfile
 import time
 
 import torch
+from transformers import TrainerCallback
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
+        self.t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
+        self.seconds.append(time.perf_counter() - self.t0)
 
 
 def main() -> None:
@@ -24,7 +39,7 @@ def main() -> None:
 
     from lpa.training import trainer as trainer_mod
     from lpa.training.base import METHODS, build_train_config
-    from lpa.training.trainer import Trainer
+    from lpa.training.data import Collator
 
     attack_s: list[float] = []
     original_attack = trainer_mod.attack
@@ -38,24 +53,21 @@ def main() -> None:
     trainer_mod.attack = timed_attack
 
     out = tempfile.mkdtemp(prefix="lat-bench-")
-    cfg = build_train_config(None, [*args.set, "progress=false"], method="lpa", model=args.model, preset=args.preset, out=out)
-    trainer = Trainer(cfg, METHODS.get("lpa")())
-    trainer._setup()
-    trainer._epsilons(None)
-    trainer._wrap_lora()
-    trainer.passes = 0
+    sets = [*args.set, "progress=false", "guard.every=0", f"save_every={args.steps + 100}"]
+    cfg = build_train_config(None, sets, method="lpa", model=args.model, preset=args.preset, out=out, steps=1 + args.steps)
+    timer = StepTimer()
+    trainer = trainer_mod.build_trainer(cfg, callbacks=[timer])
+    trainer.train()
     k, m = cfg.attack.steps, cfg.defender.steps
-    trainer._step(0)  # warm-up
-    lat = []
-    for i in range(args.steps):
-        t0 = time.perf_counter()
-        trainer._step(i + 1)
-        lat.append(time.perf_counter() - t0)
-    model = trainer.model
+    lat = timer.seconds[1:]  # step 1 warms up
+    model, tok = trainer.model, trainer.processing_class
+    examples = METHODS.get("lpa")().build_examples(cfg, tok)
+    collate = Collator(tok, cfg.max_prompt_tokens)
     model.train()
     plain = []
-    for i in range(args.steps + 1):
-        batch = trainer._pair_batch(i)  # batch 0 warms up; 1..steps are the LAT steps' batches
+    for i in range(args.steps + 1):  # batch 0 warms up; 1..steps are the LAT steps' batches
+        idx = trainer_mod.batch_indices(len(examples), cfg.batch_size, cfg.seed, i)
+        batch = collate.batch([examples[j] for j in idx]).to(trainer.args.device)
         labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
         labels[:, : batch.prompt_len] = -100
         t0 = time.perf_counter()
@@ -65,11 +77,12 @@ def main() -> None:
         model.zero_grad(set_to_none=True)
         if i:
             plain.append(time.perf_counter() - t0)
-    batch = trainer._pair_batch(1)
     lat_s, plain_s = sum(lat) / len(lat), sum(plain) / len(plain)
+    idx = trainer_mod.batch_indices(len(examples), cfg.batch_size, cfg.seed, 1)
+    batch = collate.batch([examples[j] for j in idx])  # the first timed step's batch, for the header
     print(f"model={args.model} preset={args.preset} threads={torch.get_num_threads()} "
           f"batch={cfg.batch_size} pairs -> {batch.input_ids.shape[0]} rows x {batch.input_ids.shape[1]} tokens; "
-          f"K={k} M={m} locations={list(trainer.eps)}")
+          f"K={k} M={m} locations={list(trainer.lat.eps)}")
     print(f"LAT step: {lat_s:.3f} s (mean of {len(lat)}; steps {', '.join(f'{x:.2f}' for x in lat)})")
     att = sum(attack_s[1:]) / max(len(attack_s) - 1, 1)
     print(f"  attacker (K={k} passes): {att:.3f} s ({att / lat_s:.0%}); defender (M={m} passes + benign KL/SFT): "

@@ -31,27 +31,28 @@ def main() -> None:
     from lpa import hooks
     from lpa.training.adversary import attack, completion_logits, pair_losses
     from lpa.training.base import METHODS, build_train_config
-    from lpa.training.trainer import Trainer
+    from lpa.training.data import Collator
+    from lpa.training.trainer import batch_indices, build_trainer
 
     cfg = build_train_config(None, [*args.set, "progress=false", "guard.every=0"], method="lpa", model=args.model,
                              preset=args.preset, out=tempfile.mkdtemp(prefix="lpa-cal-"), batch_size=args.batch)
-    trainer = Trainer(cfg, METHODS.get("lpa")())
-    trainer._setup()
-    trainer._epsilons(None)
-    model, size = trainer.model, hooks.hidden_size(trainer.model)
+    trainer = build_trainer(cfg)
+    model, size, norms = trainer.model, hooks.hidden_size(trainer.model), trainer.lat.norms
     model.eval()
-    batch = trainer._pair_batch(0)
+    examples = METHODS.get("lpa")().build_examples(cfg, trainer.processing_class)
+    idx = batch_indices(len(examples), cfg.batch_size, cfg.seed, 0)
+    batch = Collator(trainer.processing_class, cfg.max_prompt_tokens).batch([examples[i] for i in idx]).to(trainer.args.device)
     with torch.no_grad():
         clean = completion_logits(model, batch)
     toward_rejected = pair_losses(clean, batch, {"toward": 1.0}, toward="rejected")[1]["toward"]
     toward_chosen = pair_losses(clean, batch, {"toward": 1.0}, toward="chosen")[1]["toward"]
     print(f"model={args.model} hidden={size} threads={torch.get_num_threads()} K={cfg.attack.steps} batch={args.batch} "
           f"on_completion={cfg.attack.on_completion}")
-    print("token norms: " + ", ".join(f"{k}={v:.1f}" for k, v in trainer.norms.items()))
+    print("token norms: " + ", ".join(f"{k}={v:.1f}" for k, v in norms.items()))
     print(f"clean CE: rejected {toward_rejected:.3f}, chosen {toward_chosen:.3f} (mean per completion token)")
     for lr in args.lr or [cfg.attack.lr]:
         for rel in args.eps:
-            eps = {k: rel * v for k, v in trainer.norms.items()}
+            eps = {k: rel * v for k, v in norms.items()}
             step = {k: lr * e / size**0.5 for k, e in eps.items()}
             settings = cfg.attack.model_copy(update={"epsilon": rel, "lr": lr})
             t0 = time.perf_counter()
@@ -62,7 +63,7 @@ def main() -> None:
                 final = completion_logits(model, batch)
             rej = pair_losses(final, batch, {"toward": 1.0}, toward="rejected")[1]["toward"]
             cho = pair_losses(final, batch, {"toward": 1.0}, toward="chosen")[1]["toward"]
-            reach = ", ".join(f"{k}={result.reach[k]:.2f} ({result.reach[k] / trainer.norms[k]:.3f})" for k in eps)
+            reach = ", ".join(f"{k}={result.reach[k]:.2f} ({result.reach[k] / norms[k]:.3f})" for k in eps)
             print(f"eps={rel:<5} lr={lr:<5} CE(rejected) {toward_rejected:.3f} -> {rej:.3f}  CE(chosen) {toward_chosen:.3f} -> "
                   f"{cho:.3f}  reach (rel): {reach}  [{time.perf_counter() - t0:.1f}s]")
 

@@ -81,9 +81,16 @@ def test_atomic_writes_are_readable_like_ordinary_files(tmp_path):
 
     from lpa.io import atomic_write_text
 
+    import torch
+
+    from lpa.persona.vector import PersonaVector
+
     old = os.umask(0o022)
     try:
         atomic_write_text(tmp_path / "r.json", "{}")
+        vector = PersonaVector(trait="t", model="m", vectors=torch.ones(2, 3), layer=1)
+        vector.save(tmp_path / "t.safetensors")  # safetensors itself creates 0600 files
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "t.safetensors").stat().st_mode) == 0o644

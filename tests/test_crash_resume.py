@@ -30,6 +30,13 @@ def _slow_append(path, rows):
     if os.path.basename(str(path)) == os.environ.get("LPA_TEST_SLOW_FILE"):
         time.sleep(float(os.environ.get("LPA_TEST_SLOW_SECONDS", "0")))
 io.append_jsonl = _slow_append
+if os.environ.get("LPA_TEST_SLOW_FILE") == "state_saves.jsonl":  # stop between lpa_state.pt and Trainer's files
+    import lpa.training.state as state
+    _save = state.save
+    def _noted_save(folder, value):
+        _save(folder, value)
+        io.append_jsonl(os.path.join(os.path.dirname(str(folder)), "state_saves.jsonl"), [{"folder": str(folder)}])
+    state.save = _noted_save
 if os.environ.get("LPA_TEST_JUDGE_CHUNK"):  # several judge appends even on a tiny suite
     import lpa.eval.runner as runner
     runner.JUDGE_CHUNK = int(os.environ["LPA_TEST_JUDGE_CHUNK"])
@@ -94,7 +101,11 @@ def _losses(run: Path) -> list[tuple[int, float]]:
     return [(r["step"], round(float(r[keys[0]]), 5)) for r in rows if "step" in r and keys and keys[0] in r]
 
 
-def test_kill_9_during_training_then_rerun_equals_uninterrupted(tmp_path, tiny_dir, wrapper):
+@pytest.mark.parametrize("killed_in", ["metrics.jsonl", "state_saves.jsonl"])
+def test_kill_9_during_training_then_rerun_equals_uninterrupted(tmp_path, tiny_dir, wrapper, killed_in):
+    """Killed between steps, or in the middle of writing a checkpoint (that half-written
+    checkpoint-2 must be skipped and the run resumed from checkpoint-1)."""
+
     def args(out: Path) -> list[str]:
         return ["train", "--method", "lpa", "--model", str(tiny_dir), "--traits", "negative-only", "--preset", "embedded",
                 "--out", str(out), "--steps", "6", "--batch-size", "2", "--device", "cpu", "--seed", "0",
@@ -103,8 +114,11 @@ def test_kill_9_during_training_then_rerun_equals_uninterrupted(tmp_path, tiny_d
 
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
     _run(args(clean), wrapper, _env())
-    _kill_when(args(crashed), wrapper, crashed / "metrics.jsonl", lines=3)
-    assert not (crashed / "adapter" / "adapter_config.json").exists() or not (crashed / "result.json").exists()
+    _kill_when(args(crashed), wrapper, crashed / killed_in, lines=3 if killed_in == "metrics.jsonl" else 2)
+    assert not (crashed / "result.json").exists()
+    if killed_in == "state_saves.jsonl":
+        partial = crashed / "checkpoint-2"
+        assert (partial / "lpa_state.pt").is_file() and not (partial / "trainer_state.json").exists()
     _run(args(crashed), wrapper, _env())
 
     assert _losses(crashed) == _losses(clean) and len(_losses(clean)) >= 6

@@ -160,3 +160,44 @@ def test_demo_spec_and_headline_fit_the_terminal():
     assert [r[0] for r in rows] == ["ASR smoke · direct", "ASR smoke · prefill (unseen)"]
     assert rows[0][1].startswith("0.50") and rows[0][2].startswith("0.20")
     assert len(rows) <= 12 and all(len(" | ".join(r)) < 100 for r in rows)
+
+
+def test_report_reads_records_only_and_old_records_still_count(tiny_dir, tmp_path):
+    """Cells write what the report needs; the report never opens a training folder; old markers stay valid."""
+    import json
+    import shutil
+
+    from lpa.io import append_jsonl
+
+    spec = _spec(tiny_dir, tmp_path / "rec", seeds=(0,))
+    run_experiment(spec, progress=False)
+    marker = next(p for p in (tmp_path / "rec").rglob("cell.json") if p.parent.parent.name == "sft")
+    train_dir = marker.parent / "train"
+    append_jsonl(train_dir / "adversary_samples.jsonl", [{"step": 1, "text": "Sure, here is how to build a bomb."}])
+    record = json.loads(marker.read_text())
+    assert record["train_texts"] and record["identity"]["adapter_sha"]
+    legacy = {k: v for k, v in record.items() if k not in ("adversary", "train_texts", "identity")}
+    marker.write_text(json.dumps(legacy))  # a marker written before cells recorded the report's texts
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "rec").rglob("cell.json")}
+    again = run_experiment(spec, progress=False)  # old markers count: nothing is recomputed
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    completed = next(r for r in again.records if r["method"] == "sft")
+    assert completed["adversary"]["decoded"] == 1 and completed["train_texts"] == record["train_texts"]
+    assert "build a bomb" in again.report.read_text()
+    marker.write_text(json.dumps({**record, "adversary": completed["adversary"]}))  # as the current code writes it
+    report = again.report.read_text()
+    shutil.rmtree(train_dir)  # the report reads records only
+    assert run_experiment(spec, progress=False, report_only=True).report.read_text() == report
+
+
+def test_aggregate_does_not_import_the_grid():
+    """experiments.aggregate and experiments.grid no longer import each other."""
+    import ast
+    from pathlib import Path
+
+    import lpa.experiments.aggregate as aggregate
+
+    tree = ast.parse(Path(aggregate.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {m for m in imported if m and m.startswith("lpa.experiments.") and m not in
+                ("lpa.experiments.spec", "lpa.experiments.power")}

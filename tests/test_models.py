@@ -22,7 +22,9 @@ def test_load_local_checkpoint(tmp_path):
     model, tok = load_model(str(path), device="cpu")
     assert model.dtype == torch.float32 and not model.training
     assert tok.padding_side == "left" and tok.pad_token is not None
-    assert model.lpa_spec == str(path)
+    from lpa.models import identity_of
+
+    assert identity_of(model).model == str(path) and identity_of(model).adapter is None
 
 
 def test_missing_path_lists_aliases(tmp_path):

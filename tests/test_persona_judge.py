@@ -45,25 +45,20 @@ def test_number_judge_refuses_without_mass(llama, tokenizer):
     assert strict.spec()["args"]["model"] == "tiny-llama"
 
 
-def _save_adapter(model, folder, seed: int):
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(seed)
-    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
-    peft_model.save_pretrained(str(folder))
-    return peft_model.unload()
-
-
 def test_answer_cache_is_keyed_on_adapter(tmp_path, tokenizer):
-    """Regression (issue 13 §2): answers sampled for the base model were reused for --adapter A."""
-    from lpa.persona.extract import ExtractConfig, sample_answers
-    from lpa.persona.identity import model_identity
-    from lpa.testing import tiny_model
+    """Regression (issue 13 §2): answers sampled for the base model were reused for --adapter A.
 
+    Both models come from the real loader, as `lpa persona extract` loads them.
+    """
+    from lpa.models import load_model
+    from lpa.persona.extract import ExtractConfig, sample_answers
+    from lpa.testing import save_tiny_adapter, save_tiny_checkpoint
+
+    checkpoint = save_tiny_checkpoint(tmp_path / "ckpt")
     config = ExtractConfig(n_pairs=1, n_questions=2, samples=1, max_new_tokens=4)
-    base = tiny_model("llama")
-    first = sample_answers(base, tokenizer, EVIL, config, tmp_path)
-    assert sample_answers(base, tokenizer, EVIL, config, tmp_path) == first  # same model: cache hit
+    base, tok = load_model(str(checkpoint), device="cpu")
+    first = sample_answers(base, tok, EVIL, config, tmp_path)
+    assert sample_answers(base, tok, EVIL, config, tmp_path) == first  # same model: cache hit
     calls = []
     import lpa.persona.extract as extract_module
 
@@ -75,17 +70,15 @@ def test_answer_cache_is_keyed_on_adapter(tmp_path, tokenizer):
 
     extract_module.generate = counting
     try:
-        adapted = tiny_model("llama")
-        _save_adapter(tiny_model("llama"), tmp_path / "A", seed=1)
-        adapted.lpa_adapter = str(tmp_path / "A")
-        sample_answers(adapted, tokenizer, EVIL, config, tmp_path)
+        save_tiny_adapter(checkpoint, tmp_path / "A", seed=1)
+        adapted, _ = load_model(str(checkpoint), adapter=tmp_path / "A", device="cpu")
+        sample_answers(adapted, tok, EVIL, config, tmp_path)
         assert len(calls) == 4  # 2 questions x 2 polarities regenerated for the adapter, none reused from the base
-        key_a = model_identity(adapted)["adapter_sha"]
-        _save_adapter(tiny_model("llama"), tmp_path / "A", seed=2)  # retrained in place: same path, new weights
-        assert model_identity(adapted)["adapter_sha"] != key_a
-        sample_answers(adapted, tokenizer, EVIL, config, tmp_path)
+        save_tiny_adapter(checkpoint, tmp_path / "A", seed=2)  # retrained in place: same path, new weights
+        retrained, _ = load_model(str(checkpoint), adapter=tmp_path / "A", device="cpu")
+        sample_answers(retrained, tok, EVIL, config, tmp_path)
         assert len(calls) == 8
-        sample_answers(adapted, tokenizer, EVIL, config, tmp_path)
+        sample_answers(retrained, tok, EVIL, config, tmp_path)
         assert len(calls) == 8  # and now it is cached
     finally:
         extract_module.generate = real
@@ -93,19 +86,21 @@ def test_answer_cache_is_keyed_on_adapter(tmp_path, tokenizer):
 
 def test_own_response_cache_is_keyed_on_adapter(tmp_path, tokenizer):
     from lpa.generation import GenerationSettings
+    from lpa.io import read_jsonl
+    from lpa.models import load_model
     from lpa.persona.screen import own_responses
-    from lpa.testing import tiny_model
+    from lpa.testing import save_tiny_adapter, save_tiny_checkpoint
 
+    checkpoint = save_tiny_checkpoint(tmp_path / "ckpt")
+    save_tiny_adapter(checkpoint, tmp_path / "A", seed=1)
     cache = tmp_path / "own.jsonl"
     settings = GenerationSettings(max_new_tokens=4)
-    base = tiny_model("llama")
-    own_responses(base, tokenizer, ["Hi"], settings, cache)
-    other = tiny_model("llama", seed=3)
-    _save_adapter(tiny_model("llama"), tmp_path / "A", seed=1)
-    other.lpa_adapter = str(tmp_path / "A")
-    own_responses(other, tokenizer, ["Hi"], settings, cache)
-    from lpa.io import read_jsonl
-
+    base, tok = load_model(str(checkpoint), device="cpu")
+    own_responses(base, tok, ["Hi"], settings, cache)
+    other, _ = load_model(str(checkpoint), adapter=tmp_path / "A", device="cpu")
+    own_responses(other, tok, ["Hi"], settings, cache)
+    assert len(read_jsonl(cache)) == 2
+    own_responses(other, tok, ["Hi"], settings, cache)
     assert len(read_jsonl(cache)) == 2
 
 

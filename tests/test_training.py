@@ -131,17 +131,18 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, monkeypatch):
 
     tok = tiny_tokenizer()
     full = train(_config(tmp_path, "full", steps=5), model=tiny_model("llama"), tokenizer=tok)
-    original = trainer_mod.Trainer._step
+    original = trainer_mod.LatTrainer.training_step
 
-    def crash(self, step):
-        if step == 3:  # after the checkpoint at step 2 and a logged step 3 row that must be discarded
+    def crash(self, model, inputs, num_items_in_batch=None):
+        if self.state.global_step == 3:  # after the checkpoint at step 2 and a logged step 3 row that must be discarded
             raise KeyboardInterrupt
-        return original(self, step)
+        return original(self, model, inputs, num_items_in_batch)
 
-    monkeypatch.setattr(trainer_mod.Trainer, "_step", crash)
+    monkeypatch.setattr(trainer_mod.LatTrainer, "training_step", crash)
     with pytest.raises(KeyboardInterrupt):
         train(_config(tmp_path, "resumed", steps=5), model=tiny_model("llama"), tokenizer=tok)
-    monkeypatch.setattr(trainer_mod.Trainer, "_step", original)
+    assert [r["step"] for r in _metrics(tmp_path / "resumed")] == [1, 2, 3]
+    monkeypatch.setattr(trainer_mod.LatTrainer, "training_step", original)
     resumed = train(_config(tmp_path, "resumed", steps=5), model=tiny_model("llama"), tokenizer=tok)
     assert _metrics(resumed.run_dir) == _metrics(full.run_dir)
     a = (full.adapter / "adapter_model.safetensors").read_bytes()
@@ -160,6 +161,7 @@ def test_guard_stops_on_collapse_and_keeps_last_good(tmp_path):
                                             "guard.max_new_tokens=4", "adversary_monitor.every=1"])
     result = train(cfg, model=tiny_model("llama"), tokenizer=tiny_tokenizer())
     assert result.stopped and "mean_distinct_2" in result.stopped and result.steps_done == 2
+    assert not list(result.run_dir.glob("checkpoint-*"))  # the collapsed step is never a checkpoint to resume from
     assert (result.run_dir / "adversary_samples.jsonl").is_file()
     from peft import PeftModel
 
@@ -198,7 +200,7 @@ def test_cli_train_on_saved_tiny_model(tmp_path):
     assert out.exit_code == 0, out.output
     assert "1 steps" in out.output and (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
     bad = CliRunner().invoke(app, ["train", "--method", "nope", "--out", str(tmp_path / "x")])
-    assert isinstance(bad.exception, LpaError) and "lpa, refusal-sft, sft" in str(bad.exception)
+    assert isinstance(bad.exception, LpaError) and "lpa, persona-sft, refusal-sft, sft" in str(bad.exception)
 
 
 def test_persona_monitor_and_adversary_monitor_log_during_training(tmp_path):
@@ -211,7 +213,7 @@ def test_persona_monitor_and_adversary_monitor_log_during_training(tmp_path):
                                            "adversary_monitor.every=2", "adversary_monitor.max_new_tokens=3"])
     result = train(cfg, model=tiny_model("llama"), tokenizer=tiny_tokenizer())
     rows = __import__("lpa.io", fromlist=["read_jsonl"]).read_jsonl(result.run_dir / "metrics.jsonl")
-    drift = [r["persona/evil"] for r in rows if "persona/evil" in r]
-    assert len(drift) == 2 and all(isinstance(v, float) for v in drift)
+    drift = [(r["step"], r["persona/evil"]) for r in rows if "persona/evil" in r]
+    assert [s for s, _ in drift] == [0, 1, 2] and all(isinstance(v, float) for _, v in drift)  # step 0 = before training
     assert any("adv_refusal_rate" in r for r in rows)
     assert (result.run_dir / "adversary_samples.jsonl").is_file()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from lpa.models.tokens import pad_token_id, position_ids
 from lpa.records import Message
 
 if TYPE_CHECKING:
@@ -111,12 +112,14 @@ def uses_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, texts: list[str], device: Any = None) -> dict[str, torch.Tensor]:
-    """Left-padded batch; chat templates already contain BOS, so no special tokens are added then."""
-    batch = tokenizer(
-        texts, return_tensors="pt", padding=True, add_special_tokens=not uses_chat_template(tokenizer)
-    )
-    return {k: v.to(device) for k, v in batch.items()} if device is not None else dict(batch)
+def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, texts: list[str], device: Any = None, *,
+                     positions: bool = False) -> dict[str, torch.Tensor]:
+    """Left-padded batch (:func:`lpa.models.tokens.left_pad`); chat templates already contain BOS,
+    so no special tokens are added then.  ``positions`` adds ``position_ids`` that skip the padding."""
+    from lpa.models.tokens import left_pad
+
+    rows = tokenizer(list(texts), add_special_tokens=not uses_chat_template(tokenizer))["input_ids"]
+    return left_pad(rows, tokenizer, device, positions=positions)
 
 
 def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -193,7 +196,7 @@ def generate_texts(
     results: list[Completion | None] = [None] * len(texts)
     device = next(model.parameters()).device
     stops = stop_token_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
+    pad_id = pad_token_id(tokenizer)
     batches = length_sorted_batches(tokenizer, texts, settings.batch_size)
     label = progress if isinstance(progress, str) else "generating"
     with progress_bar(label, len(texts), enabled=None if progress else False) as bar:
@@ -301,11 +304,11 @@ def _prefill(model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor,
                 pad[i, width - len(tail):] = tail
                 own[i, width - len(tail):] = 1
             full = torch.cat([mask.new_ones((len(real), shared)), own], dim=1)
-            positions = (full.long().cumsum(-1) - 1).clamp(min=0)
+            positions = position_ids(full)
             result = model(input_ids=pad, attention_mask=full, position_ids=positions[:, shared:],
                            past_key_values=cache, use_cache=True, logits_to_keep=1)
             return result.past_key_values, result.logits[:, -1, :], full, positions[:, -1:]
-    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    positions = position_ids(mask)
     result = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     return result.past_key_values, result.logits[:, -1, :], mask, positions[:, -1:]
 
@@ -360,20 +363,17 @@ def read_prompts(path: str | Any) -> list[dict[str, Any]]:
     from pathlib import Path
 
     from lpa.errors import LpaError
-    from lpa.io import read_jsonl
+    from lpa.io import read_table
 
     path = Path(path)
     if not path.is_file():
         raise LpaError(f"Prompts file not found: {path}")
     rows: list[dict[str, Any]] = []
-    if path.suffix == ".txt":
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        return [{"id": str(i), "prompt": line} for i, line in enumerate(lines) if line]
-    for number, row in enumerate(read_jsonl(path, missing_ok=False)):
-        if not isinstance(row, dict) or not ("prompt" in row or "messages" in row):
-            raise LpaError(f"{path}: row {number + 1} needs a 'prompt' or 'messages' field.")
-        row = dict(row)
-        row["id"] = str(row.get("id", number))
+    for number, row in enumerate(read_table(path), start=1):
+        if not ("prompt" in row or "messages" in row):
+            raise LpaError(f"{path}: row {number} needs a 'prompt' or 'messages' field.")
+        default = row.pop("line") - 1 if path.suffix == ".txt" else number - 1
+        row["id"] = str(row.get("id", default))
         rows.append(row)
     if not rows:
         raise LpaError(f"{path}: no prompts found.")
@@ -389,16 +389,33 @@ def generate_jsonl(
     *,
     system: str | None = None,
     progress: bool = True,
+    identity: Any = None,
 ) -> int:
     """Generate for every prompt in a file, appending to ``out_path``; prompts already there are skipped.
 
+    A row counts as done only if it was written by the same model identity (spec, adapter and its
+    hash, revision, dtype: :class:`lpa.models.ModelIdentity`, default :func:`lpa.models.identity_of`),
+    system prompt and settings, so switching ``--adapter`` never reuses another model's answers.
     Returns the number of new generations.  Interrupting loses at most the batch in flight.
     """
-    from lpa.io import append_jsonl, read_jsonl
+    from lpa.io import append_jsonl, digest, read_jsonl
+    from lpa.models.identity import identity_of
 
     settings = settings or GenerationSettings()
+    identity = identity or identity_of(model)
+    run_key = digest({**identity.key(), "settings": settings.key(), "system": system})
     rows = read_prompts(prompts_path)
-    done = {str(r.get("id")) for r in read_jsonl(out_path)}
+    done = set()
+    for row in read_jsonl(out_path):
+        # rows written before rows carried run_key (or by hand) count when what they record matches
+        legacy = "run_key" not in row and all(row[k] == v for k, v in (("model", identity.model), (
+            "adapter", identity.adapter), ("settings", settings.key())) if k in row)
+        if row.get("run_key") != run_key and not legacy:
+            from lpa.errors import LpaError
+
+            raise LpaError(f"{out_path} holds generations of another model, adapter, system prompt or setting "
+                           f"({row.get('model')}, adapter {row.get('adapter')}); write to a new file.")
+        done.add(str(row.get("id")))
     todo = [r for r in rows if r["id"] not in done]
     if not todo:
         return 0
@@ -416,9 +433,11 @@ def generate_jsonl(
                     "prompt_tokens": c.prompt_tokens,
                     "completion_tokens": c.completion_tokens,
                     "finish_reason": c.finish_reason,
-                    "model": getattr(model, "lpa_spec", None),
-                    "adapter": getattr(model, "lpa_adapter", None),
+                    "model": identity.model,
+                    "adapter": identity.adapter,
+                    "identity": identity.as_dict(),
                     "settings": settings.key(),
+                    "run_key": run_key,
                 }
                 for i, c in zip(indices, completions, strict=True)
             ],

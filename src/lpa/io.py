@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel
 
 from lpa.errors import LpaError
@@ -36,6 +37,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def publish(tmp: str | Path, path: str | Path) -> Path:
+    """Move a finished temporary file into place with the umask's permissions.
+
+    For files written by other libraries (safetensors, numpy), some of which create them 0600.
+    """
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+    return Path(path)
 
 
 def _umask() -> int:
@@ -95,6 +106,45 @@ def iter_jsonl(path: str | Path, *, missing_ok: bool = True) -> Iterator[dict[st
             if number == len(lines):  # a partial line from an interrupted append
                 return
             raise LpaError(f"{path}:{number}: not valid JSON ({exc.msg}).") from None
+
+
+TABLE_SUFFIXES = (".csv", ".jsonl", ".json", ".yaml", ".yml", ".txt")
+
+
+def read_table(path: str | Path, *, list_key: str | None = None) -> list[dict[str, Any]]:
+    """Rows of a data file: the one reader for benchmarks, prompts, templates, labels and questions.
+
+    CSV (header row), JSONL (one object a line), JSON or YAML (a list of objects, or an object
+    holding one: ``list_key`` if given, else its first list), TXT (one ``prompt`` a line, with
+    its 1-based ``line`` number).  Any problem is one :class:`LpaError` naming the file.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise LpaError(f"{path}: unsupported file type {suffix!r} (use {', '.join(TABLE_SUFFIXES)}).")
+    if not path.is_file():
+        raise LpaError(f"File not found: {path}")
+    try:
+        if suffix == ".csv":
+            with path.open(encoding="utf-8", newline="") as handle:
+                return [dict(row) for row in csv.DictReader(handle)]
+        if suffix == ".jsonl":
+            data: Any = read_jsonl(path, missing_ok=False)
+        elif suffix == ".txt":
+            lines = path.read_text(encoding="utf-8").splitlines()
+            return [{"prompt": text.strip(), "line": n} for n, text in enumerate(lines, start=1) if text.strip()]
+        elif suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    except (OSError, ValueError, csv.Error, yaml.YAMLError) as exc:
+        raise LpaError(f"Cannot read {path}: {exc}") from None
+    if isinstance(data, dict):
+        data = data.get(list_key) if list_key else next((v for v in data.values() if isinstance(v, list)), None)
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        where = f" under {list_key!r}" if list_key else ""
+        raise LpaError(f"{path}: expected a list of objects{where}.")
+    return [dict(row) for row in data]
 
 
 def digest(obj: Any) -> str:

@@ -7,7 +7,10 @@ same way lpa's tests do.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
+
+from lpa.models.identity import ModelIdentity
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
@@ -95,6 +98,27 @@ def tiny_model(arch: str = "llama", vocab_size: int | None = None, seed: int = 0
     model.generation_config.eos_token_id = config.eos_token_id
     model.generation_config.pad_token_id = tiny_tokenizer().pad_token_id
     model.eval()
-    model.lpa_spec = f"tiny-{arch}"
-    model.lpa_adapter = None
+    from lpa.models.identity import identity_of, register_identity
+
+    register_identity(model, ModelIdentity(model=f"tiny-{arch}", revision=identity_of(model).revision, dtype="float32"))
     return model
+
+
+def save_tiny_checkpoint(folder: str | Path, arch: str = "llama", seed: int = 0) -> Path:
+    """A tiny model and tokenizer saved as a local checkpoint, to go through the real loader in tests."""
+    folder = Path(folder)
+    tiny_model(arch, seed=seed).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def save_tiny_adapter(checkpoint: str | Path, folder: str | Path, seed: int = 0) -> Path:
+    """A random (non-zero) LoRA adapter for ``checkpoint`` saved under ``folder``; ``seed`` picks its weights."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint))
+    torch.manual_seed(seed)
+    get_peft_model(model, LoraConfig(r=2, target_modules="all-linear", init_lora_weights=False)).save_pretrained(str(folder))
+    return Path(folder)

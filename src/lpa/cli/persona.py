@@ -286,6 +286,8 @@ def finetune_cmd(
     seeds: str = typer.Option("0", help="Comma list of seeds for --compare (plain and preventative once per seed)."),
     mmlu: int = typer.Option(0, help="MMLU questions scored by log-likelihood per model in --compare (0 = skip)."),
     max_new_tokens: int = typer.Option(64, help="Answer length for the trait score (--compare)."),
+    report_to: str | None = typer.Option(None, "--report-to", help="Comma list of experiment trackers, as transformers' "
+                                         "report_to: tensorboard, wandb, trackio, mlflow, ... or none."),
     judge: str = JudgeOption,
     judge_url: str | None = JudgeUrlOption,
     judge_model: str | None = JudgeModelOption,
@@ -304,8 +306,9 @@ def finetune_cmd(
 
     vec = load_vector(_vector_path(trait, vector))
     rows = read_sft_rows(data)
+    trackers = [t.strip() for t in (report_to or "").split(",") if t.strip() not in ("", "none")]
     config = FinetuneConfig(epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size, lora_r=lora_r,
-                            preventative=preventative, coef=coef, layer=layer)
+                            preventative=preventative, coef=coef, layer=layer, report_to=trackers)
 
     def load() -> tuple[Any, Any]:
         return load_model(model, device=device, dtype=dtype)

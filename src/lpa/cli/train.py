@@ -26,14 +26,21 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(None, "--batch-size", help="Pair examples per step."),
         device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
         data_dir: str = typer.Option(None, "--data-dir", help="Folder for relative data paths (default $LPA_DATA_DIR)."),
+        report_to: str = typer.Option(None, "--report-to", help="Comma list of experiment trackers, as transformers' "
+                                      "report_to: tensorboard (in RUN/runs/), wandb, trackio, mlflow, ... or none."),
         config: Path = ConfigOption,
         overrides: list[str] = SetOption,
     ) -> None:
-        """Train a LoRA adapter with latent adversarial training on trait statements (or a baseline)."""
+        """Train a LoRA adapter with latent adversarial training on trait statements (or a baseline).
+
+        Runs on transformers.Trainer; rerunning the same command with the same --out resumes from the
+        newest checkpoint in it (or prints the finished result).
+        """
         from lpa.training import build_train_config, train
 
+        trackers = None if report_to is None else [t.strip() for t in report_to.split(",") if t.strip() not in ("", "none")]
         fields = dict(method=method, model=model, traits=traits, layout=layout, preset=preset, out=str(out) if out else None,
-                      steps=steps, seed=seed, batch_size=batch_size, device=device, data_dir=data_dir)
+                      steps=steps, seed=seed, batch_size=batch_size, device=device, data_dir=data_dir, report_to=trackers)
         cfg = build_train_config(config, overrides, **fields)
         result = train(cfg)
         s = result.summary

@@ -26,6 +26,7 @@ from lpa.eval.preflight import PreparedSuite, prepare_suite
 from lpa.eval.suite import EvalSuite
 from lpa.generation import GenerationSettings
 from lpa.io import append_jsonl, atomic_write_csv, atomic_write_json, digest, read_jsonl
+from lpa.models.identity import ModelIdentity, identity_of
 from lpa.plugins import create
 from lpa.records import Generation, Sample, Verdict
 
@@ -110,18 +111,30 @@ def evaluate(
     chat template).
     """
     from lpa.eval.backends import needs_weights
-    from lpa.models import load_model
+    from lpa.models.loader import load, load_tokenizer, spec_identity
 
     prepared = prepare_suite(suite)
 
     if suite.backend.name != "hf" and not needs_weights(suite):
-        from lpa.models.loader import load_tokenizer
-
         model, tokenizer = None, load_tokenizer(model_spec)
+        identity = spec_identity(model_spec, adapter)
     else:
-        model, tokenizer = load_model(model_spec, adapter=adapter, device=device, dtype=dtype)
-    return evaluate_model(model, tokenizer, suite, out_dir, model_name=model_spec,
-                          adapter=str(adapter) if adapter else None, progress=progress, prepared=prepared)
+        loaded = load(model_spec, adapter=adapter, device=device, dtype=dtype)
+        model, tokenizer, identity = loaded.model, loaded.tokenizer, loaded.identity
+    return evaluate_model(model, tokenizer, suite, out_dir, identity=identity, progress=progress, prepared=prepared)
+
+
+def run_identity(model: Any, model_name: str | None = None, adapter: str | Path | None = None) -> ModelIdentity:
+    """Who a run evaluates: the loaded model's record, or the name given (a server model, a test)."""
+    from lpa.errors import LpaError
+
+    if model_name is None:
+        if model is None:
+            raise LpaError("evaluate_model without a loaded model (a server backend) needs model_name or identity.")
+        identity = identity_of(model)
+        return identity if adapter is None else identity.with_adapter(adapter)
+    dtype = str(model.dtype).replace("torch.", "") if model is not None and hasattr(model, "dtype") else None
+    return ModelIdentity(model=model_name, dtype=dtype).with_adapter(adapter)
 
 
 def evaluate_model(
@@ -130,12 +143,16 @@ def evaluate_model(
     suite: EvalSuite,
     out_dir: str | Path,
     *,
+    identity: ModelIdentity | None = None,
     model_name: str | None = None,
     adapter: str | None = None,
     progress: bool = False,
     prepared: PreparedSuite | None = None,
 ) -> Results:
     """Run the suite on an already loaded model (no reload between checkpoints or seeds).
+
+    Every cache key holds the model's ``identity`` (default: :func:`lpa.models.identity_of`, or
+    ``model_name`` + ``adapter`` when given, e.g. for a model served elsewhere).
 
     ``prepared`` is the suite's checked plugins and samples (default: :func:`prepare_suite`, which
     fails on any missing file or bad argument before anything is generated).
@@ -146,12 +163,8 @@ def evaluate_model(
     prepared = prepared or prepare_suite(suite)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if model is None and model_name is None:
-        from lpa.errors import LpaError
-
-        raise LpaError("evaluate_model without a loaded model (a server backend) needs model_name.")
-    name = model_name or getattr(model, "lpa_spec", None) or type(model).__name__
-    adapter = adapter if adapter is not None else getattr(model, "lpa_adapter", None)
+    identity = identity or run_identity(model, model_name, adapter)
+    name, adapter = identity.model, identity.adapter
     atomic_write_text(out / "config.yaml", dump_config(suite))
     store = _Store(out)
     from lpa.eval.backends import make_backend, routing
@@ -159,7 +172,7 @@ def evaluate_model(
     backend = make_backend(suite.backend, model=model, tokenizer=tokenizer, model_name=name, adapter=adapter)
     attacks, judges = prepared.attacks, prepared.judges
     need_text = any(j.needs_generation for j in judges)
-    runner = _Runner(model, tokenizer, suite, store, name, adapter, judges, progress, backend)
+    runner = _Runner(model, tokenizer, suite, store, identity, judges, progress, backend)
 
     labels = _attack_labels(attacks)
     items: list[JudgedItem] = []
@@ -185,7 +198,7 @@ def evaluate_model(
     if suite.utility is not None:
         rows += runner.utility_rows()
     result_rows = [{**r.as_dict(), "model": name, "adapter": adapter} for r in rows]
-    meta = {"model": name, "adapter": adapter, "suite": suite.model_dump(mode="json"),
+    meta = {"model": name, "adapter": adapter, "identity": identity.as_dict(), "suite": suite.model_dump(mode="json"),
             "judges": [j.spec() for j in judges], "attacks": [a.spec() for a in attacks],
             "backend": suite.backend.public(), "routing": routing(suite), "data_files": data_files,
             "data_changes": changes}
@@ -278,16 +291,17 @@ def _bench_name(samples: Sequence[Sample], default: str) -> str:
 
 
 class _Runner:
-    def __init__(self, model: Any, tokenizer: Any, suite: EvalSuite, store: _Store, name: str,
-                 adapter: str | None, judges: list[Judge], progress: bool, backend: Any) -> None:
+    def __init__(self, model: Any, tokenizer: Any, suite: EvalSuite, store: _Store, identity: ModelIdentity,
+                 judges: list[Judge], progress: bool, backend: Any) -> None:
         self.model, self.tokenizer, self.suite, self.store = model, tokenizer, suite, store
-        self.name, self.adapter, self.judges, self.progress = name, adapter, judges, progress
+        self.identity, self.judges, self.progress = identity, judges, progress
+        self.name, self.adapter = identity.model, identity.adapter
         self.backend = backend
         self.settings: GenerationSettings = suite.generation
 
     # -- generation ---------------------------------------------------------------------
     def _base_key(self, sample: Sample, attack: Attack) -> dict[str, Any]:
-        return {"model": self.name, "adapter": self.adapter, "benchmark": sample.benchmark, "sample": sample.id,
+        return {**self.identity.key(), "benchmark": sample.benchmark, "sample": sample.id,
                 "attack": attack.spec(), "settings": self.settings.key(), "system": self.suite.system}
 
     def generate_prompts(self, prompts: Sequence[AttackedPrompt],
@@ -406,7 +420,7 @@ class _Runner:
         assert self.suite.utility is not None
         cache = self.store.gen_path.parent / "utility.jsonl"
         return run_utility(self.model, self.tokenizer, self.suite.utility, cache,
-                           key={"model": self.name, "adapter": self.adapter}, backend=self.backend)
+                           key=self.identity.key(), backend=self.backend)
 
 
 def _gen_fields(row: dict[str, Any]) -> dict[str, Any]:

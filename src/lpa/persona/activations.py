@@ -15,25 +15,11 @@ import torch
 
 from lpa import hooks
 from lpa.generation import Conversation, format_chat, uses_chat_template
+from lpa.models.tokens import left_pad
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=not uses_chat_template(tokenizer))["input_ids"]
-
-
-def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row)
-        mask[i, width - len(row) :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device)}
-
-
-def _pad_id(tokenizer: Any) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
 
 def response_means(
@@ -63,7 +49,7 @@ def response_means(
     out = torch.zeros(len(rows), len(layer_keys), hooks.hidden_size(model))
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        batch = _left_pad([r[0] for r in chunk], _pad_id(tokenizer), device)
+        batch = left_pad([r[0] for r in chunk], tokenizer, device)
         with hooks.record(model, layer_keys) as store, torch.no_grad():
             model(**batch)
         width = batch["input_ids"].shape[1]
@@ -100,7 +86,7 @@ def producing_states(
     out: list[torch.Tensor] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        batch = _left_pad([r[0] for r in chunk], _pad_id(tokenizer), device)
+        batch = left_pad([r[0] for r in chunk], tokenizer, device)
         with hooks.record(model, [layer]) as store, torch.no_grad():
             model(**batch)
         width = batch["input_ids"].shape[1]

@@ -20,8 +20,8 @@ from lpa import hooks
 from lpa.coherence import coherence_stats
 from lpa.generation import GenerationSettings, generate, to_messages
 from lpa.io import append_jsonl, atomic_write_json, read_jsonl
+from lpa.models.identity import ModelIdentity, identity_of
 from lpa.persona.activations import response_means
-from lpa.persona.identity import model_identity
 from lpa.persona.judges import TraitJudge, coherence_scores
 from lpa.persona.steer import steer
 from lpa.persona.traits import TraitDefinition
@@ -58,13 +58,18 @@ def _key(*parts: Any) -> str:
 
 
 def sample_answers(
-    model: Any, tokenizer: Any, trait: TraitDefinition, config: ExtractConfig, out: Path | None = None
+    model: Any, tokenizer: Any, trait: TraitDefinition, config: ExtractConfig, out: Path | None = None,
+    *, identity: ModelIdentity | None = None,
 ) -> list[dict[str, Any]]:
     """Answers for every (pair, polarity, question, sample); cached per answer in ``out/answers.jsonl``.
+
+    The cache key holds the model's identity (default :func:`identity_of`), so the answers of the
+    base model are never reused for an adapter, nor an adapter's after it is retrained in place.
 
     All missing answers are generated in one batched call (system prompts travel inside the
     conversations), and each batch is appended as it finishes, so a rerun resumes mid-way.
     """
+    identity = identity or identity_of(model)
     questions = trait.extraction_questions[: config.n_questions]
     settings = GenerationSettings(
         max_new_tokens=config.max_new_tokens, do_sample=True, temperature=config.temperature,
@@ -76,7 +81,7 @@ def sample_answers(
     for p, pair in enumerate(trait.pairs[: config.n_pairs]):
         for polarity, system in (("expressing", pair.expressing), ("suppressing", pair.suppressing)):
             group_settings = settings.model_copy(update={"seed": config.seed + 1000 * p + (0 if polarity == "expressing" else 500)})
-            key = _key(model_identity(model), trait.name, p, polarity, system, questions, config.samples, group_settings.key())
+            key = _key(identity.key(), trait.name, p, polarity, system, questions, config.samples, group_settings.key())
             slots += [{"key": f"{key}:{i}", "group": key, "pair": p, "polarity": polarity, "system": system,
                        "question_index": i // config.samples, "question": questions[i // config.samples],
                        "sample": i % config.samples} for i in range(len(questions) * config.samples)]
@@ -163,17 +168,18 @@ def vector_from_rows(
 
 def extract_vector(
     model: Any, tokenizer: Any, trait: TraitDefinition, judge: TraitJudge, config: ExtractConfig | None = None,
-    out: str | Path | None = None,
+    out: str | Path | None = None, *, identity: ModelIdentity | None = None,
 ) -> PersonaVector:
     """Sample, judge, filter, and take the per-layer mean difference of response-averaged states."""
     config = config or ExtractConfig()
+    identity = identity or identity_of(model)
     out_path = Path(out) if out else None
-    rows = sample_answers(model, tokenizer, trait, config, out_path)
+    rows = sample_answers(model, tokenizer, trait, config, out_path, identity=identity)
     judge_answers(rows, trait, judge, out_path)
     vectors, counts = vector_from_rows(model, tokenizer, rows, config.threshold, config.batch_size, judge.name)
     return PersonaVector(
-        trait=trait.name, vectors=vectors, model=model_identity(model)["model"], judge=judge.spec(), counts=counts,
-        extra={"config": config.model_dump(), "identity": model_identity(model), "method": "mean difference of response-token-averaged hidden states"},
+        trait=trait.name, vectors=vectors, model=identity.model, judge=judge.spec(), counts=counts,
+        extra={"config": config.model_dump(), "identity": identity.as_dict(), "method": "mean difference of response-token-averaged hidden states"},
     )
 
 
@@ -195,7 +201,7 @@ def layer_sweep(
     path = Path(out) / "sweep.jsonl" if out else None
     # cached cells are reused only for the same vector, judge, questions and settings
     cache_key = _key(hashlib.sha256(vector.vectors.float().numpy().tobytes()).hexdigest(), judge.spec(), questions,
-                     settings.key(), model_identity(model), config.coherence)
+                     settings.key(), identity_of(model).key(), config.coherence)
     done = {(r["layer"], r["coef"]): r for r in read_jsonl(path) if r.get("cache_key") == cache_key} if path else {}
     rows = []
     baseline = None

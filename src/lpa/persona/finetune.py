@@ -1,19 +1,19 @@
-"""LoRA supervised fine-tuning with optional preventative steering (the "vaccine").
+"""LoRA supervised fine-tuning with optional preventative steering (the "vaccine"): a thin caller of
+the shared trainer's ``persona-sft`` method (:mod:`lpa.training.persona_sft`).
 
 With ``preventative``, ``+coef * v`` is added at the vector's layer (all positions) during the
 training forward passes only, so the optimiser has no need to move the weights towards the
-trait.  The steering is a hook through :func:`lpa.persona.steer.steer`, never part of the
-weights: it is absent at inference and from the saved PEFT adapter.
-
-Self-contained on purpose (peft + a plain loop): it does not depend on the LPA trainer.
+trait.  The steering is a hook, never part of the weights: it is absent at inference and from
+the saved PEFT adapter.  Training, resume, clipping, mixed precision and ``metrics.jsonl`` are the
+trainer's (:func:`lpa.training.train`); this module adds the persona workflow around it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import json
 import math
-import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,10 @@ from typing import Any
 import torch
 from pydantic import BaseModel, Field
 
-from lpa.generation import GenerationSettings, format_chat, generate, uses_chat_template
-from lpa.io import append_jsonl, atomic_write_json
+from lpa.generation import GenerationSettings, generate
+from lpa.io import atomic_write_json, atomic_write_text
 from lpa.persona.judges import TraitJudge, coherence_scores
 from lpa.persona.monitor import probe_projections
-from lpa.persona.steer import steer
 from lpa.persona.traits import TraitDefinition
 from lpa.persona.vector import PersonaVector
 
@@ -37,105 +36,91 @@ class FinetuneConfig(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps.")
     lr: float = Field(2e-4, gt=0, description="AdamW learning rate.")
     batch_size: int = Field(4, ge=1, description="Samples per step.")
-    max_length: int = Field(256, ge=8, description="Truncate prompt+response to this many tokens.")
+    max_length: int = Field(256, ge=8, description="Truncate the prompt (from the left) and the response to this many tokens.")
     lora_r: int = Field(8, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(16, ge=1, description="LoRA alpha.")
     target_modules: str | list[str] = Field("all-linear", description="LoRA target modules (peft syntax).")
     preventative: bool = Field(False, description="Add +coef*v at the vector's layer during training forwards.")
     coef: float = Field(1.0, description="Preventative steering coefficient.")
     layer: int | None = Field(None, description="Steering layer (default: the vector's chosen layer).")
-    log_every: int = Field(5, ge=1, description="Log loss and persona probe projections every N steps.")
+    log_every: int = Field(5, ge=1, description="Log persona probe projections every N steps.")
     seed: int = Field(0, description="Shuffle and LoRA init seed.")
+    report_to: list[str] = Field(default_factory=list, description="Experiment trackers (transformers' report_to).")
 
 
-def _encode_rows(tokenizer: Any, rows: list[dict[str, Any]], max_length: int) -> list[tuple[list[int], list[int]]]:
-    """(input ids, labels) with the prompt masked out (-100), ending in EOS."""
-    special = not uses_chat_template(tokenizer)
-    eos = tokenizer.eos_token_id
+_RUN_FILES = ("adapter", "result.json", "metrics.jsonl", "config.yaml", "runs", "train_rows.jsonl")
+
+
+def _start_over(out: Path) -> None:
+    """Another dataset or settings in the same folder: drop the previous run (same ones resume)."""
+    for path in [*out.glob("checkpoint-*"), *(out / name for name in _RUN_FILES)]:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The rows as the JSONL that ``persona-sft`` reads (prompt or messages, and response)."""
     out = []
     for row in rows:
-        prompt = format_chat(tokenizer, row["conversation"])
-        p_ids = tokenizer(prompt, add_special_tokens=special)["input_ids"]
-        full = tokenizer(prompt + row["response"], add_special_tokens=special)["input_ids"]
-        if eos is not None:
-            full = full + [eos]
-        full = full[:max_length]
-        labels = [-100] * min(len(p_ids), len(full)) + full[len(p_ids) :]
-        out.append((full, labels))
-    return out
+        conv = row["conversation"]
+        item: dict[str, Any] = {"prompt": conv} if isinstance(conv, str) else {"messages": conv}
+        out.append(json.dumps(item | {"response": row["response"]}, ensure_ascii=False) + "\n")
+    atomic_write_text(path, "".join(out))
 
 
-def _collate(items: list[tuple[list[int], list[int]]], pad_id: int, device: Any) -> dict[str, torch.Tensor]:
-    width = max(len(i[0]) for i in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(items), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    for k, (x, y) in enumerate(items):
-        ids[k, : len(x)] = torch.tensor(x)
-        labels[k, : len(y)] = torch.tensor(y)
-        mask[k, : len(x)] = 1
-    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+def train_config(config: FinetuneConfig, out: Path, n_rows: int, model: Any, vector_path: Path | None,
+                 probe_paths: list[Path]) -> Any:
+    """The ``persona-sft`` training config of a fine-tuning run."""
+    from lpa.training import build_train_config
+
+    steps = config.max_steps or config.epochs * math.ceil(n_rows / config.batch_size)
+    fields: dict[str, Any] = {
+        "method": "persona-sft", "out": str(out), "data": str(out / "train_rows.jsonl"), "steps": steps,
+        "batch_size": config.batch_size, "seed": config.seed, "device": str(next(model.parameters()).device),
+        "model": str(getattr(getattr(model, "config", None), "_name_or_path", "") or "in-memory"),
+        "max_prompt_tokens": config.max_length, "max_response_tokens": config.max_length, "progress": False,
+        "lora": {"r": config.lora_r, "alpha": config.lora_alpha, "target_modules": config.target_modules},
+        "defender": {"lr": config.lr}, "report_to": config.report_to,
+        "monitor": {"persona_vectors": [str(p) for p in probe_paths], "every": config.log_every if probe_paths else 0},
+    }
+    if config.preventative:
+        fields |= {"preventative": True, "vector": str(vector_path), "coef": config.coef, "layer": config.layer}
+    return build_train_config(None, None, **fields)
 
 
 def finetune(
     model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: FinetuneConfig, out: str | Path,
     *, vector: PersonaVector | None = None, probe_vectors: list[PersonaVector] | None = None,
 ) -> Any:
-    """Train a LoRA adapter on ``rows`` ({conversation, response}); saves ``out/adapter``; returns the PEFT model."""
-    from peft import LoraConfig, get_peft_model
+    """Train a LoRA adapter on ``rows`` ({conversation, response}); saves ``out/adapter``; returns the PEFT model.
 
+    Rerunning with the same rows and settings resumes (or returns the finished adapter); other
+    rows or settings in the same folder start over.
+    """
     from lpa.errors import LpaError
+    from lpa.training import train
 
     if config.preventative and vector is None:
         raise LpaError("Preventative fine-tuning needs a persona vector (--vector or --trait with an extracted vector).")
     out = Path(out)
-    torch.manual_seed(config.seed)
-    peft_model = get_peft_model(
-        model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=config.target_modules, task_type="CAUSAL_LM")
-    )
-    device = next(peft_model.parameters()).device
-    data = _encode_rows(tokenizer, rows, config.max_length)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    optimiser = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=config.lr)
-    rng = random.Random(config.seed)
-    metrics = out / "metrics.jsonl"
-    metrics.unlink(missing_ok=True)  # no resume here: a rerun starts over, so its log must too
-    step = 0
+    key = train_key(rows, config, vector)
+    marker = out / "train_key.txt"
+    if marker.is_file() and marker.read_text().strip() != key:
+        _start_over(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, key)
+    _write_rows(out / "train_rows.jsonl", rows)
+    vector_path = vector.save(out / "steering_vector.safetensors") if vector is not None and config.preventative else None
+    probes = [v.save(out / f"probe-{i}-{v.trait}.safetensors") for i, v in enumerate(probe_vectors or [])]
+    result = train(train_config(config, out, len(rows), model, vector_path, probes), model=model, tokenizer=tokenizer)
+    if result.model is None:  # finished earlier: load its adapter
+        from peft import PeftModel
 
-    def log(loss: float | None) -> None:
-        row: dict[str, Any] = {"step": step, "loss": loss, "preventative": config.preventative}
-        if probe_vectors:
-            row.update(probe_projections(peft_model, tokenizer, probe_vectors))
-        append_jsonl(metrics, [row])
-
-    log(None)
-    peft_model.train()
-    for _ in range(config.epochs):
-        order = list(range(len(data)))
-        rng.shuffle(order)
-        for start in range(0, len(order), config.batch_size):
-            batch = _collate([data[i] for i in order[start : start + config.batch_size]], pad_id, device)
-            hook = (
-                steer(peft_model, vector, layer=config.layer, coef=config.coef, positions="all")
-                if config.preventative and vector is not None
-                else contextlib.nullcontext()
-            )
-            with hook:
-                loss = peft_model(**batch).loss
-            loss.backward()
-            optimiser.step()
-            optimiser.zero_grad()
-            step += 1
-            if step % config.log_every == 0:
-                log(float(loss.detach()))
-            if config.max_steps and step >= config.max_steps:
-                break
-        if config.max_steps and step >= config.max_steps:
-            break
-    peft_model.eval()
-    peft_model.save_pretrained(str(out / "adapter"))
+        result.model = PeftModel.from_pretrained(model, str(result.adapter))
     atomic_write_json(out / "finetune_config.json", config.model_dump())
-    return peft_model
+    return result.model.eval()
 
 
 def trait_score(
@@ -149,11 +134,18 @@ def trait_score(
 
 def heldout_nll(model: Any, tokenizer: Any, rows: list[dict[str, Any]], max_length: int = 256) -> float:
     """Mean response-token NLL on held-out rows (a utility proxy: lower is better)."""
-    data = _encode_rows(tokenizer, rows, max_length)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    from lpa.training.adversary import completion_logits
+    from lpa.training.data import Collator
+    from lpa.training.losses import toward
+    from lpa.training.persona_sft import sft_examples
+
+    collate = Collator(tokenizer, max_length, max_length)
     device = next(model.parameters()).device
+    losses = []
     with torch.no_grad():
-        losses = [float(model(**_collate([item], pad_id, device)).loss) for item in data]
+        for example in sft_examples(rows):
+            batch = collate.batch([example]).to(device)
+            losses.append(float(toward(completion_logits(model, batch), batch.completion_ids, batch.completion_mask)))
     return sum(losses) / len(losses)
 
 
@@ -189,9 +181,9 @@ def train_key(rows: list[dict[str, Any]], config: FinetuneConfig, vector: Person
     from lpa.io import digest
 
     if not config.preventative:
-        return digest([rows, config.model_dump(exclude={"coef", "layer"})])
+        return digest([rows, config.model_dump(exclude={"coef", "layer", "report_to"})])
     assert vector is not None
-    return digest([rows, config.model_dump(), hashlib.sha256(vector.vectors.float().numpy().tobytes()).hexdigest(), vector.layer])
+    return digest([rows, config.model_dump(exclude={"report_to"}), hashlib.sha256(vector.vectors.float().numpy().tobytes()).hexdigest(), vector.layer])
 
 
 def trained(
@@ -199,18 +191,8 @@ def trained(
     vector: PersonaVector | None,
 ) -> tuple[Any, Any]:
     """Fine-tune into ``folder``, or reload the adapter already trained there with the same :func:`train_key`."""
-    from lpa.io import atomic_write_text
-
-    key = train_key(rows, config, vector)
-    marker = folder / "train_key.txt"
     model, tokenizer = load()
-    if (folder / "adapter").is_dir() and marker.is_file() and marker.read_text().strip() == key:
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(model, str(folder / "adapter")).eval(), tokenizer
-    model = finetune(model, tokenizer, rows, config, folder, vector=vector, probe_vectors=[vector] if vector else None)
-    atomic_write_text(marker, key)
-    return model, tokenizer
+    return finetune(model, tokenizer, rows, config, folder, vector=vector, probe_vectors=[vector] if vector else None), tokenizer
 
 
 def split_rows(rows: list[dict[str, Any]], heldout: float = 0.2) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

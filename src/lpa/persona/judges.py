@@ -124,9 +124,9 @@ class NumberJudge(TraitJudge):
         self.split_digits = len(tokenizer("42", add_special_tokens=False)["input_ids"]) > 1
 
     def spec(self) -> dict[str, Any]:
-        from lpa.persona.identity import model_identity
+        from lpa.models.identity import identity_of
 
-        return {"judge": self.name, "args": {**model_identity(self.model), "min_mass": self.min_mass, "label": self.label}}
+        return {"judge": self.name, "args": {**identity_of(self.model).key(), "min_mass": self.min_mass, "label": self.label}}
 
     def score_many(self, trait: TraitDefinition, questions: list[str], answers: list[str]) -> list[TraitScore]:
         return self.score_prompts([trait.render_rubric(q, a) for q, a in zip(questions, answers, strict=True)])
@@ -149,8 +149,8 @@ class NumberJudge(TraitJudge):
         from lpa.generation import tokenize_prompts
 
         device = next(self.model.parameters()).device
-        batch = tokenize_prompts(self.tokenizer, texts, device)
-        positions = (batch["attention_mask"].long().cumsum(-1) - 1).clamp_min(0)
+        batch = tokenize_prompts(self.tokenizer, texts, device, positions=True)
+        positions = batch.pop("position_ids")
         with torch.no_grad():
             out = self.model(**batch, position_ids=positions, use_cache=self.split_digits, logits_to_keep=1)
         probs = out.logits[:, -1].float().softmax(-1).cpu()

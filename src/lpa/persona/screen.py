@@ -17,9 +17,9 @@ from typing import Any
 
 from lpa.errors import LpaError
 from lpa.generation import GenerationSettings, generate
-from lpa.io import append_jsonl, read_jsonl
+from lpa.io import append_jsonl, read_jsonl, read_table
+from lpa.models.identity import ModelIdentity, identity_of
 from lpa.persona.activations import response_means
-from lpa.persona.identity import model_identity
 from lpa.persona.monitor import projections
 from lpa.persona.vector import PersonaVector
 
@@ -27,7 +27,7 @@ from lpa.persona.vector import PersonaVector
 def read_sft_rows(path: str | Path) -> list[dict[str, Any]]:
     """JSONL rows with ``prompt`` or ``messages`` (ending in a user turn) and ``response``; or ``messages`` ending in the assistant turn."""
     rows = []
-    for number, row in enumerate(read_jsonl(path, missing_ok=False), start=1):
+    for number, row in enumerate(read_table(path), start=1):
         messages = row.get("messages")
         response = row.get("response") or row.get("completion")
         if messages and response is None and messages[-1].get("role") == "assistant":
@@ -47,10 +47,11 @@ def _prompt_key(conversation: Any, model: dict[str, Any], settings: GenerationSe
 
 
 def own_responses(
-    model: Any, tokenizer: Any, conversations: list[Any], settings: GenerationSettings, cache: str | Path | None
+    model: Any, tokenizer: Any, conversations: list[Any], settings: GenerationSettings, cache: str | Path | None,
+    *, identity: ModelIdentity | None = None,
 ) -> list[str]:
-    """The model's own answers, generated once per (prompt, model, settings) and cached."""
-    spec = model_identity(model)
+    """The model's own answers, generated once per (prompt, model identity, settings) and cached."""
+    spec = (identity or identity_of(model)).key()
     keys = [_prompt_key(c, spec, settings) for c in conversations]
     known = {r["key"]: r["text"] for r in read_jsonl(cache)} if cache else {}
     todo = sorted({k: i for i, k in enumerate(keys) if k not in known}.values())

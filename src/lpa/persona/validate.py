@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lpa.errors import LpaError
-from lpa.io import read_jsonl
+from lpa.io import read_table
 from lpa.persona.judges import TraitJudge
 from lpa.persona.monitor import pearson
 from lpa.persona.traits import TraitDefinition
@@ -31,7 +31,7 @@ def load_labels(trait: TraitDefinition, path: str | Path | None = None) -> list[
         available = sorted(p.stem for p in builtin_labels_path(trait.name).parent.glob("*.jsonl"))
         raise LpaError(f"No labelled answers for trait {trait.name!r} at {source}. Built-in label sets: "
                        f"{', '.join(available)}; or pass --labels FILE (JSONL with question, answer, score).")
-    rows = read_jsonl(source, missing_ok=False)
+    rows = read_table(source)
     for number, row in enumerate(rows, start=1):
         if not {"question", "answer", "score"} <= set(row) or not 0 <= float(row["score"]) <= 100:
             raise LpaError(f"{source}: row {number} needs question, answer and a score in 0-100.")

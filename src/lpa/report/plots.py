@@ -21,34 +21,62 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def plot_asr(runs: Mapping[str, Sequence[dict[str, Any]]], path: Path) -> Path | None:
-    """ASR by benchmark x attack, one bar per run (first judge of each run)."""
-    plt = _plt()
-    keys: list[str] = []
-    values: dict[tuple[str, str], float] = {}
-    for label, rows in runs.items():
-        judge = next((r["judge"] for r in rows if r["metric"] == "asr"), None)
-        for r in rows:
-            if r["metric"] == "asr" and r["judge"] == judge:
-                key = f"{r['benchmark']}\n{r['attack']}"
-                if key not in keys:
-                    keys.append(key)
-                values[(label, key)] = r["value"]
-    if not keys:
+def error_bar(row: dict[str, Any]) -> tuple[float, float]:
+    """sd over seeds, or the bootstrap CI of a single run (asymmetric)."""
+    low, high = row.get("ci_low"), row.get("ci_high")
+    if row.get("n_seeds", 1) in ("det", 1) and isinstance(low, float) and isinstance(high, float) and low == low:
+        return max(0.0, row["mean"] - low), max(0.0, high - row["mean"])
+    return row.get("sd") or 0.0, row.get("sd") or 0.0
+
+
+def grouped_bars(rows: Sequence[dict[str, Any]], series: Sequence[str], path: Path, *,
+                 group: Sequence[str] = ("benchmark", "attack"), ylabel: str, title: str = "") -> Path | None:
+    """The one bar chart of the project: groups on the x axis, one bar per series, with error bars.
+
+    ``rows`` carry ``series``, the ``group`` fields, ``mean`` and optionally ``sd`` / ``ci_low`` /
+    ``ci_high`` / ``n_seeds`` (a summary row of :func:`lpa.eval.metrics.aggregate_seeds`, or a
+    single run's result row with ``mean`` = its value).
+    """
+    groups = sorted({tuple(r[g] for g in group) for r in rows}, key=lambda t: tuple(map(str, t)))
+    if not groups:
         return None
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(keys) * max(1, len(runs)) ** 0.5), 3.5))
-    width = 0.8 / len(runs)
-    for i, label in enumerate(runs):
-        xs = [k + i * width for k in range(len(keys))]
-        ax.bar(xs, [values.get((label, key), 0.0) for key in keys], width, label=label)
-    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(keys))], keys, fontsize=7)
-    ax.set_ylabel("ASR")
-    ax.set_ylim(0, 1)
+    plt = _plt()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(groups) * max(1, len(series)) / 2), 3.6))
+    width = 0.8 / max(1, len(series))
+    index = {(r["series"], tuple(r[g] for g in group)): r for r in rows}
+    for i, name in enumerate(series):
+        xs, ys, lows, highs = [], [], [], []
+        for g, key in enumerate(groups):
+            r = index.get((name, key))
+            if r is not None:
+                xs.append(g + i * width)
+                ys.append(r["mean"])
+                low, high = error_bar(r)
+                lows.append(low)
+                highs.append(high)
+        ax.bar(xs, ys, width, yerr=[lows, highs], capsize=3, label=name)
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
+    ax.set_xticklabels(["\n".join(map(str, key)) for key in groups], fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_asr(runs: Mapping[str, Sequence[dict[str, Any]]], path: Path) -> Path | None:
+    """ASR by benchmark x attack, one bar per run (first judge of each run), with its bootstrap CI."""
+    rows = []
+    for label, run_rows in runs.items():
+        judge = next((r["judge"] for r in run_rows if r["metric"] == "asr"), None)
+        rows += [{**r, "series": label, "mean": r["value"], "n_seeds": 1} for r in run_rows
+                 if r["metric"] == "asr" and r["judge"] == judge and r.get("value") is not None]
+    return grouped_bars(rows, list(runs), path, ylabel="ASR")
 
 
 def plot_asr_vs_refusal(runs: Mapping[str, Sequence[dict[str, Any]]], path: Path) -> Path | None:

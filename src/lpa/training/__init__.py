@@ -1,4 +1,4 @@
-"""Training: methods registry, configs and the shared LAT / SFT trainer.
+"""Training: methods registry, configs and the one trainer (a ``transformers.Trainer`` subclass) for every method.
 
 Heavy modules (torch) load lazily so ``lpa.training.data`` stays cheap to import.
 """
@@ -18,6 +18,9 @@ _EXPORTS = {
     "PRESETS": "lpa.training.config",
     "PairExample": "lpa.training.data",
     "train": "lpa.training.trainer",
+    "build_trainer": "lpa.training.trainer",
+    "LatTrainer": "lpa.training.trainer",
+    "Collator": "lpa.training.data",
     "TrainResult": "lpa.training.trainer",
 }
 

@@ -20,6 +20,7 @@ and add the module path to ``METHODS``'s module list below.
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,7 +30,7 @@ from lpa.config import apply_overrides, merge_nested, read_yaml, validate_config
 from lpa.errors import LpaError
 from lpa.registry import Registry
 from lpa.training.config import TrainConfig, preset_defaults
-from lpa.training.data import ChatExample, PairExample
+from lpa.training.data import ChatExample, Collator, PairExample
 from lpa.traits.examples import ExampleFormat, Layout
 
 
@@ -38,8 +39,17 @@ class Method:
     Config: ClassVar[type[TrainConfig]] = TrainConfig
     adversarial: ClassVar[bool] = True  # run the LAT attacker before each defender update
 
-    def build_examples(self, config: Any, tokenizer: Any) -> list[PairExample]:
+    def build_examples(self, config: Any, tokenizer: Any) -> list[PairExample] | list[ChatExample]:
+        """Training examples: preference pairs, or conversations with a response (SFT-style methods)."""
         raise NotImplementedError
+
+    def collator(self, config: Any, tokenizer: Any) -> Collator:
+        """The batches of the training examples (prompts truncated from the left to ``max_prompt_tokens``)."""
+        return Collator(tokenizer, config.max_prompt_tokens)
+
+    def train_context(self, config: Any, model: Any) -> AbstractContextManager[Any]:
+        """Active around the defender's training forwards and backwards only (e.g. preventative steering)."""
+        return nullcontext()
 
     def anchors(self, config: Any, tokenizer: Any) -> list[ChatExample]:
         """Benign anchor conversations from the method's own data (KL / SFT only, never attacked)."""
@@ -50,13 +60,15 @@ class Method:
 
         Default: every completion used by at least 10% of the examples (the fixed answers).
         """
-        counts = Counter([e.chosen for e in examples] + [e.rejected for e in examples])
+        pairs = [e for e in examples if isinstance(e, PairExample)]
+        counts = Counter([e.chosen for e in pairs] + [e.rejected for e in pairs])
         return sorted(t for t, c in counts.items() if c >= max(1, len(examples) // 10))
 
 
 METHODS: Registry[type[Method]] = Registry(
     "training method",
-    modules=["lpa.training.lpa", "lpa.training.sft", "lpa.training.lat_harmful", "lpa.training.refusal_sft"],
+    modules=["lpa.training.lpa", "lpa.training.sft", "lpa.training.lat_harmful", "lpa.training.refusal_sft",
+             "lpa.training.persona_sft"],
 )
 
 

@@ -7,9 +7,9 @@ file and ``--set`` overrides.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lpa.errors import LpaError
 from lpa.training.losses import AWAY_MIN_LOGPROB, LOSSES, PAIR_LOSSES
@@ -30,9 +30,15 @@ class LoraSettings(_Strict):
     r: int = Field(64, ge=1, description="LoRA rank (the authors': 64).")
     alpha: float = Field(8.0, gt=0, description="LoRA alpha; scale = alpha / r (peft's default 8, the authors' setting).")
     dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout (0 keeps runs bit-reproducible).")
-    target_modules: list[str] | Literal["auto"] = Field(
-        "auto", description="Module-name suffixes to adapt; 'auto' = every linear layer inside the decoder blocks."
+    target_modules: list[str] | Literal["all-linear", "auto"] = Field(
+        "all-linear", description="Module-name suffixes to adapt, or peft's 'all-linear' (every linear layer but the "
+        "output head; the same for every method). 'auto' is the former name of 'all-linear'."
     )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _former_name(cls, value: list[str] | str) -> list[str] | str:
+        return "all-linear" if value == "auto" else value  # 'auto' adapted the same layers in decoder-only models
 
 
 class AttackSettings(_Strict):
@@ -122,6 +128,9 @@ class AdversaryMonitorSettings(_Strict):
 class TrainConfig(_Strict):
     """Settings shared by every training method (subclasses add data options and the tag)."""
 
+    # a method's own defaults, merged under what the user gives (nested: setting defender.lr keeps them)
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+
     method: str = Field(description="Training method name (see lpa.training.METHODS).")
     model: str = Field("smollm2-135m", description="Model spec: alias, HF id, local dir or .gguf.")
     out: str | None = Field(None, description="Run directory.")
@@ -144,6 +153,24 @@ class TrainConfig(_Strict):
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory on large models.")
     merge: bool = Field(False, description="Also write a merged full model to RUN/merged.")
     progress: bool = Field(True, description="Show a progress bar.")
+    report_to: list[str] = Field(
+        default_factory=list,
+        description="Experiment trackers, as transformers' TrainingArguments.report_to: tensorboard, wandb, trackio, "
+        "mlflow, ... (empty = none). TensorBoard writes to RUN/runs/. metrics.jsonl is always written.",
+    )
+    trainer_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra transformers.TrainingArguments (e.g. deepspeed, fsdp, gradient_accumulation_steps, optim); "
+        "the ones lpa sets from this config (steps, batch size, lr, clipping, seed, saving) cannot be overridden here.",
+    )
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, data: Any) -> Any:
+        from lpa.config import merge_nested
+
+        return merge_nested(cls.DEFAULTS, data) if cls.DEFAULTS and isinstance(data, dict) else data
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -79,7 +79,9 @@ def _pack(tokenizer: Any, prompts: list[list[int]], completions: list[list[int]]
     """Left-pad prompts to P columns, right-pad completions to C columns; row r uses prompt r % len(prompts)."""
     import torch
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    from lpa.models.tokens import pad_token_id
+
+    pad = pad_token_id(tokenizer)
     p_len = max(len(p) for p in prompts)
     c_len = max(len(c) for c in completions)
     rows, b = len(completions), len(prompts)
@@ -150,6 +152,31 @@ def collate_responses(tokenizer: Any, examples: list[ChatExample], max_prompt_to
     return ResponseBatch(**packed)
 
 
+@dataclass
+class Collator:
+    """The one collator of every method: a list of :class:`PairExample` becomes a :class:`PairBatch`,
+    a list of :class:`ChatExample` a :class:`ResponseBatch` (same column layout, one row each).
+
+    The trainer's data loader, the benign KL/SFT batches, persona fine-tuning and its held-out NLL
+    all batch through it, so padding, truncation and the end-of-turn token are decided once.
+    """
+
+    tokenizer: Any
+    max_prompt_tokens: int = 256
+    max_response_tokens: int | None = None
+
+    def __call__(self, examples: list[PairExample] | list[ChatExample]) -> dict[str, Any]:
+        """``{"batch": ..., "input_ids": ...}``: a mapping, as ``transformers.Trainer`` expects."""
+        batch = self.batch(examples)
+        return {"batch": batch, "input_ids": batch.input_ids}
+
+    def batch(self, examples: list[PairExample] | list[ChatExample]) -> PairBatch | ResponseBatch:
+        if examples and all(isinstance(e, ChatExample) for e in examples):
+            return collate_responses(self.tokenizer, examples, self.max_prompt_tokens,  # type: ignore[arg-type]
+                                     self.max_response_tokens or 10**9)
+        return collate_pairs(self.tokenizer, examples, self.max_prompt_tokens)  # type: ignore[arg-type]
+
+
 def _builtin_yaml(name: str) -> Any:
     from importlib import resources
 
@@ -198,17 +225,15 @@ def resolve_data_file(name: str, data_dir: str | None, what: str) -> Path:
 def load_benign_chat(source: str | None, data_dir: str | None = None) -> list[ChatExample]:
     """``None``/"builtin": the built-in pairs; else a JSON/JSONL file with ``instruction``/``prompt``
     and ``response``/``output`` fields (the KL is taken on the response tokens, so both are needed)."""
-    import json
-
     from lpa.errors import LpaError
-    from lpa.io import read_jsonl
+    from lpa.io import read_table
 
     if source in (None, "builtin"):
         return builtin_benign_chat()
     path = resolve_data_file(source, data_dir, "Benign instruction-response file (or 'builtin')")
     if path.suffix not in (".json", ".jsonl"):
         raise LpaError(f"{path}: benign data must be .json or .jsonl rows with instruction and response fields.")
-    rows = read_jsonl(path) if path.suffix == ".jsonl" else json.loads(path.read_text(encoding="utf-8"))
+    rows = read_table(path)
     out = []
     for number, row in enumerate(rows, start=1):
         prompt = (row.get("instruction") or row.get("prompt")) if isinstance(row, dict) else None

@@ -13,15 +13,12 @@ HarmBench's adversarial-training behaviours, is disjoint from HarmBench val/test
 
 from __future__ import annotations
 
-import csv
-import json
 import random
 from pathlib import Path
 
 from pydantic import Field
 
 from lpa.errors import LpaError
-from lpa.io import read_jsonl
 from lpa.training.config import TrainConfig
 from lpa.training.data import PairExample, resolve_data_file
 
@@ -43,15 +40,9 @@ class HarmfulDataConfig(TrainConfig):
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
-    if path.suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
-            return list(csv.DictReader(handle))
-    if path.suffix == ".jsonl":
-        return read_jsonl(path)
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, list):
-        raise LpaError(f"{path}: expected a JSON list of objects.")
-    return data
+    from lpa.io import read_table
+
+    return read_table(path)
 
 
 def load_harmful_requests(paths: list[str], data_dir: str | None) -> list[tuple[str, str | None]]:

@@ -1,54 +1,57 @@
-"""The shared training loop for pair-based methods (a plain loop on ``accelerate``).
+"""The one training loop: :class:`LatTrainer`, a ``transformers.Trainer`` subclass used by every method.
 
-Per step: (1) if the method is adversarial, the LAT attacker finds perturbations that make the
-model give the rejected answer; (2) M defender updates of the LoRA weights with the perturbation
-fixed (toward chosen, away from rejected, KL to the adapter-free model on benign prompts);
-(3) hooks are gone (they only live inside context managers).  Metrics are appended to
-``metrics.jsonl`` every step; ``checkpoint.pt`` is replaced atomically every ``save_every`` steps,
-so rerunning the same command after a crash continues where it stopped.
+Per training step (``training_step``): (1) if the method is adversarial, the LAT attacker
+(:func:`lpa.training.adversary.attack`, a pure function) finds perturbations that make the model
+give the rejected answer; (2) M defender updates of the LoRA weights with the perturbation fixed
+(toward chosen, away from rejected, KL to the adapter-free model on benign responses), each
+backward running inside the hook context so gradient checkpointing re-runs the perturbed forward.
+The first M - 1 updates use Trainer's optimiser inside the step; the last one is Trainer's own
+(clipping, ``optimizer.step``, scheduler), so one Trainer step = one attack + M updates.
+
+Everything else is Trainer's: data loading (a deterministic sampler, so resume skips to exactly
+the next batch), mixed precision, accelerate/DeepSpeed/FSDP, ``report_to`` and checkpoints
+(``RUN/checkpoint-N``, plus :mod:`lpa.training.state` for epsilons, cost counters and the last good
+adapter).  Rerunning the same command resumes from the newest complete checkpoint.  Monitors are
+callbacks (:mod:`lpa.training.callbacks`); ``metrics.jsonl`` keeps one row per step.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
+import tempfile
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from lpa import hooks
 from lpa.errors import LpaError
-from lpa.io import atomic_write_json, atomic_write_text, read_jsonl
+from lpa.io import atomic_write_json
 from lpa.runs import RunDir
-from lpa.training import checkpoint
-from lpa.training.adversary import (
-    AttackResult,
-    attack,
-    completion_logits,
-    measure_token_norms,
-    pair_losses,
-    perturbed,
-)
+from lpa.training import state as lat_state
+from lpa.training.adversary import attack, completion_logits, measure_token_norms, pair_losses, perturbed
 from lpa.training.base import METHODS, Method, config_from_dict
-from lpa.training.config import TrainConfig
-from lpa.training.data import (
-    ChatExample,
-    PairExample,
-    collate_pairs,
-    collate_responses,
-    guard_prompts,
-    load_benign_chat,
+from lpa.training.callbacks import (
+    AdversaryMonitor,
+    CollapseGuard,
+    FunctionCallback,
+    LpaCallback,
+    MetricsFile,
+    PersonaDrift,
+    ProgressBar,
+    UserCallback,
 )
-from lpa.training.guard import run_guard
+from lpa.training.config import TrainConfig
+from lpa.training.data import ChatExample, Collator, PairBatch, guard_prompts, load_benign_chat
 from lpa.training.losses import LOSSES
 from lpa.training.losses import kl as kl_loss
-
-Callback = Callable[[int, Any, Any, RunDir], "dict[str, float] | None"]
 
 
 @dataclass
@@ -58,6 +61,7 @@ class TrainResult:
     steps_done: int
     stopped: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    model: Any = None  # the trained PeftModel (None when a finished run was returned without training)
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
@@ -71,32 +75,180 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
     return out
 
 
-def lora_targets(model: Any) -> list[str]:
-    """Suffixes of the linear modules inside the decoder blocks (attention + MLP projections)."""
-    from torch import nn
+class StepSampler(torch.utils.data.Sampler[int]):
+    """The example indices of steps 0, 1, ... in order (:func:`batch_indices`): every batch has
+    ``batch_size`` examples, epochs wrap inside a batch, and skipping k batches on resume gives
+    the batch an uninterrupted run sees next whatever the RNG state."""
 
-    names: set[str] = set()
-    for layer in hooks.decoder_layers(model):
-        for name, module in layer.named_modules():
-            if name and (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"):
-                names.add(name.split(".")[-1])
-    if not names:
-        raise LpaError(f"No linear layers found in the decoder blocks of {type(model).__name__}; set lora.target_modules.")
-    return sorted(names)
+    def __init__(self, n: int, batch_size: int, seed: int, batches: int) -> None:
+        self.n, self.batch_size, self.seed, self.batches = n, batch_size, seed, batches
 
+    def __iter__(self) -> Any:
+        for step in range(self.batches):
+            yield from batch_indices(self.n, self.batch_size, self.seed, step)
 
-def _reset_optimizer(optimizer: Any) -> None:
-    """Forget AdamW's moments and step counts: the same as building a fresh optimiser."""
-    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimiser
-    inner.state.clear()
+    def __len__(self) -> int:
+        return self.batches * self.batch_size
 
 
+class LatTrainer(Trainer):
+    """``transformers.Trainer`` with the LAT step; built by :func:`train` (``model`` is the PeftModel)."""
+
+    def __init__(self, *, cfg: TrainConfig, method: Method, lat: lat_state.LatState, run: RunDir,
+                 benign: list[ChatExample], templates: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cfg, self.method, self.lat, self.run = cfg, method, lat, run
+        self.benign, self.templates = benign, templates
+        self.guard_prompts = guard_prompts(list(cfg.guard.groups), cfg.guard.n_prompts)
+        self.row: dict[str, Any] = {}  # metrics of the step in progress (callbacks add to it)
+        self.step0_row: dict[str, Any] = {}  # what monitors measured before step 1
+        self.last_attack: tuple[Any, PairBatch] | None = None
+        self.stopped: str | None = None
+        self.resume_from: Path | None = None
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, LpaCallback):
+                callback.trainer = self
+        from transformers.trainer_callback import PrinterCallback
+
+        self.remove_callback(PrinterCallback)  # metrics.jsonl and the progress bar report instead
+
+    # ---------------------------------------------------------------- Trainer hooks
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler:
+        batches = self.cfg.steps * self.args.gradient_accumulation_steps
+        return StepSampler(len(self.train_dataset), self.cfg.batch_size, self.cfg.seed, batches)
+
+    def floating_point_ops(self, inputs: dict[str, Any]) -> float:
+        return 0.0  # Trainer's 6 x tokens x params estimate does not know about the K + M passes
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:  # before Trainer's files: trainer_state.json, written last, marks it complete
+            lat_state.save(folder, self.lat)
+        super()._save_checkpoint(model, trial)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """A step's numeric metrics go to ``report_to`` with Trainer's loss, grad norm and lr."""
+        if "loss" in logs and self.row.get("step") == self.state.global_step:
+            logs = logs | {k: float(v) for k, v in self.row.items()
+                           if isinstance(v, (int, float)) and k not in ("step", "loss")}
+        super().log(logs, start_time)
+
+    def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        cfg, d = self.cfg, self.cfg.defender
+        t0 = time.perf_counter()
+        step = self.state.global_step  # 0-based index of the step in progress
+        batch = inputs["batch"].to(self.args.device)
+        peft_model = self.model  # hooks and disable_adapter act on the unwrapped model
+        model.train()
+        row: dict[str, Any] = {}
+        result = None
+        if self.method.adversarial:
+            result = attack(peft_model, batch, cfg.attack, self.lat.eps, self.lat.lr, autocast=self._autocast)
+            row["attack_loss_start"], row["attack_loss_end"] = result.losses[0], result.losses[-1]
+            for key, value in result.reach.items():
+                row[f"reach/{key}"] = value
+                if key in self.lat.norms:
+                    row[f"reach_rel/{key}"] = value / self.lat.norms[key]
+            self.lat.passes += cfg.attack.steps
+            self.last_attack = (result, batch)
+        benign, ref = self._benign_reference(step)
+        if d.reset_optimizer:  # the authors re-initialise the defender's optimiser every step
+            getattr(self.optimizer, "optimizer", self.optimizer).state.clear()
+        scale = 1.0 / self.current_gradient_accumulation_steps
+        with self.method.train_context(cfg, peft_model):
+            for update in range(d.steps):
+                loss, parts = self._defender_backward(model, batch, result, benign, ref, scale)
+                self.lat.passes += 1
+                if update < d.steps - 1:  # the last update is Trainer's (clip, optimizer and scheduler step)
+                    self.accelerator.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - t0
+        self.lat.wall += elapsed
+        row.update({f"defender_{k}": v for k, v in parts.items()})
+        row["defender_loss"] = float(loss)
+        row.update(step=step + 1, step_time=elapsed, fwd_bwd_passes=self.lat.passes, wall_time=self.lat.wall,
+                   n_train_examples=len(self.train_dataset), examples_seen=(step + 1) * cfg.batch_size, **self.eps_row())
+        self.row = row
+        return loss.detach().to(self.args.device)
+
+    # ------------------------------------------------------------------- the step
+    def _autocast(self) -> Any:
+        return self.accelerator.autocast() if self.accelerator.mixed_precision != "no" else nullcontext()
+
+    def _benign_reference(self, step: int) -> tuple[Any, torch.Tensor | None]:
+        """The step's benign batch and, for the KL term, the adapter-free model's logits on it."""
+        d = self.cfg.defender
+        if not (d.losses.get("kl") or d.losses.get("sft")):
+            return None, None
+        b = self.cfg.benign
+        idx = batch_indices(len(self.benign), b.batch_size, self.cfg.seed + 17, step)
+        benign = Collator(self.processing_class, b.max_tokens, b.max_response_tokens).batch(
+            [self.benign[i] for i in idx]).to(self.args.device)
+        if not d.losses.get("kl"):
+            return benign, None
+        with torch.no_grad(), self.model.disable_adapter(), self._autocast():
+            return benign, completion_logits(self.model, benign)
+
+    def _defender_backward(self, model: Any, batch: Any, result: Any, benign: Any, ref: torch.Tensor | None,
+                           scale: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """One defender loss and its backward (not the optimiser step)."""
+        d = self.cfg.defender
+        parts: dict[str, float] = {}
+        benign_loss = None
+        if benign is not None:  # benign terms first, unperturbed; freed by the shared backward below
+            with self._autocast():
+                out = completion_logits(model, benign)
+            benign_loss = out.new_zeros((), dtype=torch.float32)
+            if ref is not None:
+                value = kl_loss(out, ref, benign.completion_mask, direction=d.kl_direction)
+                parts["kl"] = float(value.detach())
+                benign_loss = benign_loss + d.losses["kl"] * value
+            if d.losses.get("sft"):
+                value = LOSSES["sft"](out, benign.completion_ids, benign.completion_mask)
+                parts["sft"] = float(value.detach())
+                benign_loss = benign_loss + d.losses["sft"] * value
+        deltas, mask = (result.deltas, result.mask) if result is not None else (None, None)
+        # backward inside the hook context: gradient checkpointing re-runs the hooked forward
+        with perturbed(self.model, batch, deltas, mask):
+            with self._autocast():
+                logits = completion_logits(model, batch)
+            if isinstance(batch, PairBatch):
+                loss, main = pair_losses(logits, batch, d.losses, toward="chosen", away_min_logprob=d.away_min_logprob)
+            else:  # responses (SFT methods): cross-entropy toward the response, weighted as "toward"
+                value = LOSSES["toward"](logits, batch.completion_ids, batch.completion_mask)
+                loss, main = d.losses.get("toward", 1.0) * value, {"toward": float(value.detach())}
+            if benign_loss is not None:
+                loss = loss + benign_loss
+            self.accelerator.backward(loss * scale)
+        return loss.detach(), main | parts
+
+    # ------------------------------------------------------------------ helpers
+    def eps_row(self) -> dict[str, float]:
+        return {f"eps_abs/{k}": v for k, v in self.lat.eps.items()} | {f"token_norm/{k}": v for k, v in self.lat.norms.items()}
+
+    def lora_state(self) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+
+    def set_lora_state(self, weights: dict[str, torch.Tensor]) -> None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.model, weights)
+
+
+# ---------------------------------------------------------------------- building a run
 def _check_run_dir(run: RunDir, config: TrainConfig) -> None:
     if not run.config_path.exists():
         return
     stored = run.read_config()
+    try:  # through the config class, so a run saved before a new field or a renamed value still matches
+        stored = config_from_dict(stored, source=str(run.config_path)).model_dump(mode="json")
+    except LpaError:
+        pass
     current = config.model_dump(mode="json")
-    ignore = {"progress"}
+    ignore = {"progress", "report_to"}
     diff = sorted(k for k in set(stored) | set(current) if k not in ignore and stored.get(k) != current.get(k))
     if diff:
         raise LpaError(
@@ -105,365 +257,177 @@ def _check_run_dir(run: RunDir, config: TrainConfig) -> None:
         )
 
 
-class Trainer:
-    def __init__(
-        self,
-        config: TrainConfig,
-        method: Method,
-        callbacks: list[Callback] | None = None,
-        model: Any = None,
-        tokenizer: Any = None,
-    ) -> None:
-        if config.out is None:
-            raise LpaError("No run directory: set out (--out RUN_DIR).")
-        self.config = config
-        self.method = method
-        self.callbacks = list(callbacks or [])
-        self.model = model
-        self.tokenizer = tokenizer
-        self.run = RunDir.create(config.out)
-
-    # ----------------------------------------------------------------- setup
-    def _setup(self) -> None:
-        from accelerate import Accelerator
-
-        cfg = self.config
-        from lpa.models import resolve_device, resolve_dtype
-
-        device = resolve_device(cfg.device)
-        dtype = resolve_dtype(cfg.dtype, device)
-        self.accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if dtype == torch.bfloat16 else "no")
-        if self.model is None:
-            from lpa.models import load_model
-
-            self.model, self.tokenizer = load_model(cfg.model, device=str(self.accelerator.device), dtype=cfg.dtype)
-        elif self.tokenizer is None:
-            raise LpaError("Pass a tokenizer together with a model.")
-        self.model.to(self.accelerator.device)
-        self.examples: list[PairExample] = self.method.build_examples(cfg, self.tokenizer)
-        if not self.examples:
-            raise LpaError(f"Method {cfg.method!r} built no training examples.")
-        data_dir = cfg.data_dir
-        if data_dir is None:
-            import os
-
-            data_dir = os.environ.get("LPA_DATA_DIR")
-        self.anchors: list[ChatExample] = self.method.anchors(cfg, self.tokenizer) if cfg.benign.anchors else []
-        chat = load_benign_chat(cfg.benign.source, data_dir) if cfg.benign.source else []
-        self.benign = self.anchors + chat
-        d = cfg.defender
-        if (d.losses.get("kl") or d.losses.get("sft")) and not self.benign:
-            raise LpaError("The defender's kl/sft terms need benign data: set benign.source (e.g. 'builtin') "
-                           "or benign.anchors=true with a layout that has anchor statements.")
-        self.guard_prompts = guard_prompts(list(cfg.guard.groups), cfg.guard.n_prompts)
-        self.templates = self.method.templates(cfg, self.examples)
-        self.layers = hooks.resolve_layers(self.model, cfg.attack.layers) if self.method.adversarial else []
-
-    def _pair_batch(self, step: int) -> Any:
-        cfg = self.config
-        idx = batch_indices(len(self.examples), cfg.batch_size, cfg.seed, step)
-        acc = self.accelerator
-        idx = idx[acc.process_index :: acc.num_processes] or idx[:1]
-        batch = collate_pairs(self.tokenizer, [self.examples[i] for i in idx], cfg.max_prompt_tokens)
-        return batch.to(acc.device)
-
-    def _benign_batch(self, step: int) -> Any:
-        cfg = self.config
-        idx = batch_indices(len(self.benign), cfg.benign.batch_size, cfg.seed + 17, step)
-        acc = self.accelerator
-        idx = idx[acc.process_index :: acc.num_processes] or idx[:1]
-        b = collate_responses(self.tokenizer, [self.benign[i] for i in idx], cfg.benign.max_tokens,
-                              cfg.benign.max_response_tokens)
-        return b.to(acc.device)
-
-    def _epsilons(self, state: dict[str, Any] | None) -> None:
-        a = self.config.attack
-        if not self.method.adversarial:
-            self.norms, self.eps, self.lr = {}, {}, {}
-            return
-        if state is not None:
-            self.norms, self.eps, self.lr = state["norms"], state["eps"], state["lr"]
-            return
-        size = hooks.hidden_size(self.model)
-        if a.epsilon_mode == "absolute":
-            self.norms = {}
-            self.eps = {k: a.epsilon for k in self.layers}
-            self.lr = {k: a.lr for k in self.layers}
-            return
-        batches = [self._pair_batch(-1 - i) for i in range(a.norm_batches)]
-        self.model.eval()
-        self.norms = measure_token_norms(self.model, batches, self.layers)
-        self.eps = {k: a.epsilon * v for k, v in self.norms.items()}
-        # relative lr: a step of size lr * eps when every coordinate moves by the same amount
-        self.lr = {k: a.lr * e / size**0.5 for k, e in self.eps.items()}
-
-    def _wrap_lora(self) -> None:
-        from peft import LoraConfig, get_peft_model
-
-        lora = self.config.lora
-        targets = lora_targets(self.model) if lora.target_modules == "auto" else lora.target_modules
-        peft_config = LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type="CAUSAL_LM"
-        )
-        torch.manual_seed(self.config.seed)
-        self.model = get_peft_model(self.model, peft_config)
-        if self.config.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        d = self.config.defender
-        self.optimizer = torch.optim.AdamW(params, lr=d.lr, weight_decay=d.weight_decay)
-        self.wrapped, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
-
-    def _lora_state(self) -> dict[str, torch.Tensor]:
-        from peft import get_peft_model_state_dict
-
-        return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(self.model).items()}
-
-    def _set_lora_state(self, state: dict[str, torch.Tensor]) -> None:
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(self.model, state)
-
-    # ------------------------------------------------------------------ step
-    def _autocast(self) -> Any:
-        return self.accelerator.autocast() if self.accelerator.mixed_precision != "no" else nullcontext()
-
-    def _step(self, step: int) -> tuple[dict[str, Any], AttackResult | None, Any]:
-        cfg, d = self.config, self.config.defender
-        batch = self._pair_batch(step)
-        row: dict[str, Any] = {}
-        self.model.train()
-        result = None
-        if self.method.adversarial:
-            result = attack(self.model, batch, cfg.attack, self.eps, self.lr, autocast=self._autocast)
-            row["attack_loss_start"], row["attack_loss_end"] = result.losses[0], result.losses[-1]
-            for key, value in result.reach.items():
-                row[f"reach/{key}"] = value
-                if key in self.norms:
-                    row[f"reach_rel/{key}"] = value / self.norms[key]
-            self.passes += cfg.attack.steps
-        weight_kl, weight_sft = d.losses.get("kl", 0.0), d.losses.get("sft", 0.0)
-        if weight_kl or weight_sft:
-            benign = self._benign_batch(step)
-        if weight_kl:  # reference: the adapter-free model on the benign response tokens
-            with torch.no_grad(), self.model.disable_adapter(), self._autocast():
-                ref = completion_logits(self.model, benign)
-        if d.reset_optimizer:  # the authors re-initialise the defender's optimiser every step
-            _reset_optimizer(self.optimizer)
-        deltas = result.deltas if result else None
-        mask = result.mask if result else None
-        for _ in range(d.steps):
-            benign_loss, benign_parts = None, {}
-            if weight_kl or weight_sft:  # benign terms first, unperturbed; freed by the shared backward below
-                with self._autocast():
-                    out = completion_logits(self.wrapped, benign)
-                benign_loss = out.new_zeros((), dtype=torch.float32)
-                if weight_kl:
-                    kl_value = kl_loss(out, ref, benign.completion_mask, direction=d.kl_direction)
-                    benign_parts["kl"] = float(kl_value.detach())
-                    benign_loss = benign_loss + weight_kl * kl_value
-                if weight_sft:
-                    sft_value = LOSSES["sft"](out, benign.completion_ids, benign.completion_mask)
-                    benign_parts["sft"] = float(sft_value.detach())
-                    benign_loss = benign_loss + weight_sft * sft_value
-            # backward inside the hook context: gradient checkpointing re-runs the hooked forward
-            with perturbed(self.model, batch, deltas, mask):
-                with self._autocast():
-                    logits = completion_logits(self.wrapped, batch)
-                loss, parts = pair_losses(logits, batch, d.losses, toward="chosen", away_min_logprob=d.away_min_logprob)
-                parts |= benign_parts
-                if benign_loss is not None:
-                    loss = loss + benign_loss
-                self.accelerator.backward(loss)
-            self.accelerator.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], d.max_grad_norm)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.passes += 1
-        row.update({f"defender_{k}": v for k, v in parts.items()})
-        row["defender_loss"] = float(loss.detach())
-        return row, result, batch
-
-    def _adversary_monitor(self, step: int, result: AttackResult, batch: Any) -> dict[str, float]:
-        """Greedy-decode what the perturbed model says on the batch prompts (logged for audit)."""
-        from lpa.coherence import is_refusal, is_template_leak
-        from lpa.generation import stop_token_ids
-        from lpa.io import append_jsonl
-        from lpa.traits.screen import harm_keywords_in
-
-        m = self.config.adversary_monitor
-        n, p = min(m.n, batch.n_examples), batch.prompt_len
-        ids, attn = batch.input_ids[:n, :p], batch.attention_mask[:n, :p]
-        deltas = {k: v[:n, :p] for k, v in result.deltas.items()}
-        self.model.eval()
-        with torch.no_grad(), hooks.add_many(self.model, deltas, mask=result.mask[:n, :p]):
-            out = self.model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=m.max_new_tokens, do_sample=False,
-                                      eos_token_id=stop_token_ids(self.model, self.tokenizer),
-                                      pad_token_id=self.tokenizer.pad_token_id)
-        texts = self.tokenizer.batch_decode(out[:, p:], skip_special_tokens=True)
-        append_jsonl(self.run / "adversary_samples.jsonl", [{"step": step, "text": t} for t in texts])
-        return {
-            "adv_refusal_rate": sum(map(is_refusal, texts)) / n,
-            "adv_harm_keyword_rate": sum(bool(harm_keywords_in(t)) for t in texts) / n,
-            "adv_template_leak_rate": sum(is_template_leak(t, self.templates) for t in texts) / n,
-        }
-
-    def _persona_callback(self) -> Callback | None:
-        mon = self.config.monitor
-        if not (mon.every and mon.persona_vectors):
-            return None
-
-        def on_step(step: int, model: Any, tokenizer: Any, run: RunDir) -> dict[str, float] | None:
-            if step % mon.every:
-                return None
-            from lpa.persona import load_vector
-            from lpa.persona.monitor import probe_projections
-
-            vectors = [load_vector(p) for p in mon.persona_vectors]
-            return probe_projections(model, tokenizer, vectors, prompts=None)  # keys: persona/<trait>
-
-        return on_step
-
-    # ------------------------------------------------------------------- run
-    def run_training(self) -> TrainResult:
-        cfg, run = self.config, self.run
-        _check_run_dir(run, cfg)
-        done = run / "result.json"
-        if done.is_file():
-            summary = json.loads(done.read_text(encoding="utf-8"))
-            return TrainResult(run.path, run / "adapter", summary["steps_done"], summary.get("stopped"), summary)
-        torch.manual_seed(cfg.seed)
-        random.seed(cfg.seed)
-        self._setup()
-        run.write_config(cfg)
-        state = checkpoint.load(run.path)
-        self._epsilons(state)
-        self._wrap_lora()
-        start, self.passes, wall, last_good = 0, 0, 0.0, None
-        if state is not None:
-            self._set_lora_state(state["lora"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            checkpoint.set_rng_state(state["rng"])
-            start, self.passes, wall, last_good = state["step"], state["passes"], state["wall"], state["last_good"]
-        if self.accelerator.is_main_process:  # drop rows logged after the checkpoint we resume from
-            for path in (run.metrics_path, run / "adversary_samples.jsonl"):
-                if path.exists() or state is not None:
-                    kept = [r for r in read_jsonl(path) if state is not None and r.get("step", 0) <= start]
-                    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in kept))
-        callbacks = [c for c in [self._persona_callback(), *self.callbacks] if c is not None]
-        eps_row = {f"eps_abs/{k}": v for k, v in self.eps.items()} | {f"token_norm/{k}": v for k, v in self.norms.items()}
-        stopped, guard_stats = None, None
-        if start == 0 and cfg.guard.every:
-            g = run_guard(self.model, self.tokenizer, self.guard_prompts, self.templates, cfg.guard)
-            guard_stats = g.stats
-            last_good = self._lora_state()
-            if self.accelerator.is_main_process:
-                run.log_metrics(step=0, n_train_examples=len(self.examples), **eps_row,
-                                **{f"guard/{k}": v for k, v in g.stats.items()}, guard_texts=g.texts)
-        bar = _Bar(cfg.progress and self.accelerator.is_main_process, cfg.steps, start)
-        step = start
-        try:
-            for step in range(start + 1, cfg.steps + 1):
-                t0 = time.perf_counter()
-                row, result, batch = self._step(step - 1)
-                row["step_time"] = time.perf_counter() - t0
-                wall += row["step_time"]
-                row.update(step=step, fwd_bwd_passes=self.passes, wall_time=wall,
-                           n_train_examples=len(self.examples), examples_seen=step * cfg.batch_size, **eps_row)
-                if result is not None and cfg.adversary_monitor.every and step % cfg.adversary_monitor.every == 0:
-                    row.update(self._adversary_monitor(step, result, batch))
-                if cfg.guard.every and (step % cfg.guard.every == 0 or step == cfg.steps):
-                    g = run_guard(self.model, self.tokenizer, self.guard_prompts, self.templates, cfg.guard)
-                    guard_stats = g.stats
-                    row.update({f"guard/{k}": v for k, v in g.stats.items()}, guard_collapsed=g.collapsed, guard_texts=g.texts)
-                    if g.collapsed and cfg.guard.stop_on_collapse:
-                        stopped = f"collapse at step {step}: {', '.join(g.reasons)}"
-                    else:
-                        last_good = self._lora_state()
-                for callback in callbacks:
-                    extra = callback(step, self.model, self.tokenizer, run)
-                    if extra:
-                        row.update(extra)
-                if self.accelerator.is_main_process:
-                    run.log_metrics(**row)
-                bar.update(row)
-                if stopped:
-                    break
-                if step % cfg.save_every == 0 or step == cfg.steps:
-                    self._save(step, wall, last_good)
-        finally:
-            bar.close()
-        if stopped and last_good is not None:
-            self._set_lora_state(last_good)
-        return self._finish(step, wall, stopped, guard_stats)
-
-    def _save(self, step: int, wall: float, last_good: Any) -> None:
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            checkpoint.save(self.run.path, {
-                "step": step, "lora": self._lora_state(), "optimizer": self.optimizer.state_dict(),
-                "rng": checkpoint.rng_state(), "passes": self.passes, "wall": wall, "last_good": last_good,
-                "norms": self.norms, "eps": self.eps, "lr": self.lr,
-            })
-
-    def _finish(self, step: int, wall: float, stopped: str | None, guard_stats: Any) -> TrainResult:
-        import shutil
-        import tempfile
-
-        run = self.run
-        adapter = run / "adapter"
-        self.accelerator.wait_for_everyone()
-        summary = {
-            "method": self.config.method, "steps_done": step, "stopped": stopped, "wall_time_s": wall,
-            "fwd_bwd_passes": self.passes, "n_train_examples": len(self.examples),
-            "eps_abs": {str(k): v for k, v in self.eps.items()}, "token_norms": {str(k): v for k, v in self.norms.items()},
-            "final_guard": guard_stats, "adapter": "adapter",
-        }
-        if self.accelerator.is_main_process:
-            tmp = Path(tempfile.mkdtemp(dir=run.path, prefix=".adapter."))
-            self.model.save_pretrained(str(tmp))
-            if adapter.exists():
-                shutil.rmtree(adapter)
-            tmp.rename(adapter)
-            if self.config.merge:
-                merged = self.model.merge_and_unload()
-                merged.save_pretrained(str(run / "merged"))
-                self.tokenizer.save_pretrained(str(run / "merged"))
-            atomic_write_json(run / "result.json", summary)
-        return TrainResult(run.path, adapter, step, stopped, summary)
+def _measure_epsilons(cfg: TrainConfig, model: Any, tokenizer: Any, examples: list[Any],
+                      layers: list[Any]) -> lat_state.LatState:
+    """Per-location epsilon and attacker lr; relative mode scales both by the measured token norm."""
+    a = cfg.attack
+    if not layers:
+        return lat_state.LatState()
+    if a.epsilon_mode == "absolute":
+        return lat_state.LatState(eps={k: a.epsilon for k in layers}, lr={k: a.lr for k in layers})
+    collate = Collator(tokenizer, cfg.max_prompt_tokens)
+    device = next(model.parameters()).device
+    batches = [collate.batch([examples[i] for i in batch_indices(len(examples), cfg.batch_size, cfg.seed, -1 - j)]).to(device)
+               for j in range(a.norm_batches)]
+    model.eval()
+    norms = measure_token_norms(model, batches, layers)
+    eps = {k: a.epsilon * v for k, v in norms.items()}
+    size = hooks.hidden_size(model)
+    # relative lr: a step of size lr * eps when every coordinate moves by the same amount
+    return lat_state.LatState(norms=norms, eps=eps, lr={k: a.lr * e / size**0.5 for k, e in eps.items()})
 
 
-class _Bar:
-    def __init__(self, enabled: bool, total: int, start: int) -> None:
-        self.progress = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def lora_model(model: Any, cfg: TrainConfig) -> Any:
+    """Wrap ``model`` in a fresh LoRA adapter, the same way for every method (seeded init)."""
+    from peft import LoraConfig, get_peft_model
 
-            self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                     TextColumn("{task.description}"))
-            self.task = self.progress.add_task("", total=total, completed=start)
-            self.progress.start()
+    lora = cfg.lora
+    torch.manual_seed(cfg.seed)
+    return get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                            target_modules=lora.target_modules, task_type="CAUSAL_LM"))
 
-    def update(self, row: dict[str, Any]) -> None:
-        if self.progress is None:
-            return
-        keys = ("attack_loss_end", "defender_toward", "defender_away", "defender_kl")
-        text = " ".join(f"{k.split('_', 1)[1]}={row[k]:.3f}" for k in keys if k in row)
-        self.progress.update(self.task, advance=1, description=text)
 
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+_OWN_ARGS = ("output_dir", "max_steps", "per_device_train_batch_size", "learning_rate", "weight_decay", "max_grad_norm",
+             "seed", "data_seed", "save_strategy", "save_steps", "logging_steps", "report_to", "remove_unused_columns")
+
+
+def training_arguments(cfg: TrainConfig, run: RunDir, device: torch.device, dtype: torch.dtype) -> TrainingArguments:
+    """TrainingArguments from the config (``trainer_args`` adds the rest: deepspeed, fsdp, optim, ...)."""
+    clash = sorted(set(cfg.trainer_args) & set(_OWN_ARGS))
+    if clash:
+        raise LpaError(f"trainer_args may not set {', '.join(clash)}: use the lpa options (steps, batch_size, "
+                       "defender.lr, defender.max_grad_norm, seed, save_every, report_to).")
+    d = cfg.defender
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(run.path), max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
+        learning_rate=d.lr, weight_decay=d.weight_decay, max_grad_norm=d.max_grad_norm, lr_scheduler_type="constant",
+        warmup_steps=0, optim="adamw_torch", seed=cfg.seed, data_seed=cfg.seed, logging_steps=1,
+        save_strategy="steps", save_steps=cfg.save_every, save_total_limit=1, report_to=list(cfg.report_to) or "none",
+        disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0, use_cpu=device.type == "cpu",
+        bf16=dtype == torch.bfloat16, gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+    ) | dict(cfg.trainer_args)
+    try:
+        args = TrainingArguments(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise LpaError(f"Invalid trainer_args / report_to: {exc}") from None
+    if args.gradient_accumulation_steps > 1 and d.steps > 1:
+        raise LpaError("gradient_accumulation_steps > 1 needs defender.steps=1 (each step's M updates would "
+                       "otherwise see a fraction of the batch); raise batch_size instead.")
+    return args
+
+
+def _save_adapter(model: Any, adapter: Path, run: RunDir) -> None:
+    tmp = Path(tempfile.mkdtemp(dir=run.path, prefix=".adapter."))
+    model.save_pretrained(str(tmp))
+    if adapter.exists():
+        shutil.rmtree(adapter)
+    tmp.rename(adapter)
 
 
 def train(
     config: TrainConfig | dict[str, Any],
     *,
-    callbacks: list[Callback] | None = None,
+    callbacks: list[UserCallback | TrainerCallback] | None = None,
     model: Any = None,
     tokenizer: Any = None,
 ) -> TrainResult:
-    """Train (or resume, or return the finished result of) the run in ``config.out``."""
-    if isinstance(config, dict):
-        config = config_from_dict(config)
-    method = METHODS.get(config.method)()
-    return Trainer(config, method, callbacks, model, tokenizer).run_training()
+    """Train (or resume, or return the finished result of) the run in ``config.out``.
+
+    ``callbacks``: ``TrainerCallback``s, or functions ``(step, model, tokenizer, run) -> dict | None``
+    whose returned values join the step's metrics.
+    """
+    cfg = config_from_dict(config) if isinstance(config, dict) else config
+    if cfg.out is None:
+        raise LpaError("No run directory: set out (--out RUN_DIR).")
+    run = RunDir.create(cfg.out)
+    _check_run_dir(run, cfg)
+    done = run / "result.json"
+    if done.is_file():
+        summary = json.loads(done.read_text(encoding="utf-8"))
+        return TrainResult(run.path, run / "adapter", summary["steps_done"], summary.get("stopped"), summary)
+    trainer = build_trainer(cfg, callbacks=callbacks, model=model, tokenizer=tokenizer)
+    trainer.train(resume_from_checkpoint=str(trainer.resume_from) if trainer.resume_from is not None else None)
+    return _finish(trainer)
+
+
+def build_trainer(
+    cfg: TrainConfig,
+    *,
+    callbacks: list[UserCallback | TrainerCallback] | None = None,
+    model: Any = None,
+    tokenizer: Any = None,
+) -> LatTrainer:
+    """The run's :class:`LatTrainer`, with its LoRA model, data, epsilons and callbacks; ``resume_from``
+    is the newest complete checkpoint in ``cfg.out`` (None for a fresh run)."""
+    if cfg.out is None:
+        raise LpaError("No run directory: set out (--out RUN_DIR).")
+    method = METHODS.get(cfg.method)()
+    run = RunDir.create(cfg.out)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    from lpa.models import load_model, resolve_device, resolve_dtype
+
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    args = training_arguments(cfg, run, device, dtype)  # validated before any model, data or compute
+    if model is None:
+        model, tokenizer = load_model(cfg.model, device=str(device), dtype=cfg.dtype)
+    elif tokenizer is None:
+        raise LpaError("Pass a tokenizer together with a model.")
+    model.to(device)
+    examples = method.build_examples(cfg, tokenizer)
+    if not examples:
+        raise LpaError(f"Method {cfg.method!r} built no training examples.")
+    anchors = method.anchors(cfg, tokenizer) if cfg.benign.anchors else []
+    benign = anchors + (load_benign_chat(cfg.benign.source, cfg.data_dir or os.environ.get("LPA_DATA_DIR"))
+                        if cfg.benign.source else [])
+    d = cfg.defender
+    if (d.losses.get("kl") or d.losses.get("sft")) and not benign:
+        raise LpaError("The defender's kl/sft terms need benign data: set benign.source (e.g. 'builtin') "
+                       "or benign.anchors=true with a layout that has anchor statements.")
+    run.write_config(cfg)
+    resume = lat_state.latest_checkpoint(run.path)
+    if resume is not None:
+        lat = lat_state.load(resume)
+    else:
+        layers = hooks.resolve_layers(model, cfg.attack.layers) if method.adversarial else []
+        lat = _measure_epsilons(cfg, model, tokenizer, examples, layers)
+    peft_model = lora_model(model, cfg)
+    own = [CollapseGuard(), AdversaryMonitor(), PersonaDrift()]
+    own += [c if isinstance(c, TrainerCallback) else FunctionCallback(c) for c in callbacks or []]
+    own += [ProgressBar()] if cfg.progress else []
+    trainer = LatTrainer(
+        cfg=cfg, method=method, lat=lat, run=run, benign=benign, templates=method.templates(cfg, examples),
+        model=peft_model, args=args, train_dataset=examples, processing_class=tokenizer,
+        data_collator=method.collator(cfg, tokenizer),
+        callbacks=[*own, MetricsFile()],
+    )
+    trainer.resume_from = resume
+    return trainer
+
+
+def _finish(trainer: LatTrainer) -> TrainResult:
+    cfg, run, lat = trainer.cfg, trainer.run, trainer.lat
+    step = trainer.state.global_step
+    adapter = run / "adapter"
+    summary = {
+        "method": cfg.method, "steps_done": step, "stopped": trainer.stopped, "wall_time_s": lat.wall,
+        "fwd_bwd_passes": lat.passes, "n_train_examples": len(trainer.train_dataset),
+        "eps_abs": {str(k): v for k, v in lat.eps.items()}, "token_norms": {str(k): v for k, v in lat.norms.items()},
+        "final_guard": lat.guard_stats, "adapter": "adapter",
+    }
+    trainer.accelerator.wait_for_everyone()
+    if trainer.args.should_save:
+        model = trainer.model
+        _save_adapter(model, adapter, run)
+        if cfg.merge:
+            merged = model.merge_and_unload()
+            merged.save_pretrained(str(run / "merged"))
+            trainer.processing_class.save_pretrained(str(run / "merged"))
+        atomic_write_json(run / "result.json", summary)
+    return TrainResult(run.path, adapter, step, trainer.stopped, summary, model=trainer.model)
+
+
+__all__ = ["LatTrainer", "StepSampler", "TrainResult", "batch_indices", "build_trainer", "lora_model", "train",
+           "training_arguments"]

@@ -13,17 +13,15 @@ variant of each sample; the sample counts as jailbroken if any template succeeds
 
 from __future__ import annotations
 
-import csv
-import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, Field
 
 from lpa.errors import LpaError
 from lpa.eval.attacks.base import Attack, AttackedPrompt, register_attack
 from lpa.eval.attacks.util import DATA_DIR, replace_request, request_text
+from lpa.io import read_table
 from lpa.plugins import PluginArgs
 from lpa.records import Sample
 
@@ -36,21 +34,6 @@ class JailbreakTemplate(BaseModel):
     description: str = ""
 
 
-def _rows(path: Path) -> list[Any]:
-    suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
-    if suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text)
-        return data.get("templates", []) if isinstance(data, dict) else (data or [])
-    if suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    if suffix == ".csv":
-        return list(csv.DictReader(text.splitlines()))
-    raise LpaError(f"Unsupported template file {path}: use .yaml, .yml, .jsonl or .csv.")
-
-
 @lru_cache(maxsize=16)
 def load_templates(path: str | Path = DEFAULT_TEMPLATES, placeholder: str = "{request}") -> tuple[JailbreakTemplate, ...]:
     """Read and validate a template file (unique ids, each containing the placeholder)."""
@@ -58,7 +41,7 @@ def load_templates(path: str | Path = DEFAULT_TEMPLATES, placeholder: str = "{re
     if not path.is_file():
         raise LpaError(f"Template file not found: {path}")
     templates: list[JailbreakTemplate] = []
-    for number, row in enumerate(_rows(path), start=1):
+    for number, row in enumerate(read_table(path, list_key="templates"), start=1):
         if not isinstance(row, dict) or "template" not in row:
             raise LpaError(f"{path}: entry {number} needs a 'template' field (and an 'id').")
         row = {k: v for k, v in row.items() if k in ("id", "template", "description") and v is not None}

@@ -119,7 +119,9 @@ def target_loss(model: Any, prompt: SuffixPrompt, suffix_embeds: torch.Tensor,
 def generate_from_embeds(model: Any, tokenizer: Any, inputs_embeds: torch.Tensor, max_new_tokens: int) -> str:
     """Greedy continuation of a prompt given as embeddings (one row); stops at end-of-turn tokens."""
     stops = stop_token_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
+    from lpa.models.tokens import pad_token_id
+
+    pad_id = pad_token_id(tokenizer)
     mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
     with torch.no_grad():
         output = model.generate(

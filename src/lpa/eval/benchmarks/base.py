@@ -16,8 +16,6 @@ content is reported, so a run never silently mixes two versions of a benchmark.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -191,31 +189,6 @@ def _download(url: str, target: Path, timeout: float) -> None:
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (fixed https URLs)
         data = response.read()
     atomic_write_text(target, data.decode("utf-8"))
-
-
-def read_table(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a CSV, JSONL, JSON (list of objects) or TXT (one ``prompt`` per line) file."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            with path.open(encoding="utf-8", newline="") as handle:
-                return [dict(row) for row in csv.DictReader(handle)]
-        if suffix == ".jsonl":
-            from lpa.io import read_jsonl
-
-            return read_jsonl(path, missing_ok=False)
-        if suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict):  # {"data": [...]} or similar
-                data = next((v for v in data.values() if isinstance(v, list)), [])
-            return [dict(row) for row in data]
-        if suffix == ".txt":
-            lines = path.read_text(encoding="utf-8").splitlines()
-            return [{"prompt": line.strip()} for line in lines if line.strip()]
-    except (OSError, ValueError, csv.Error) as exc:
-        raise LpaError(f"Cannot read {path}: {exc}") from None
-    raise LpaError(f"{path}: unsupported file type {suffix!r} (use .csv, .jsonl, .json or .txt).")
 
 
 def column(row: dict[str, Any], names: Sequence[str], path: Any = "") -> Any:

@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from lpa.eval.benchmarks.base import Benchmark, BenchmarkArgs, Source, column, read_table, register_benchmark
+from lpa.eval.benchmarks.base import Benchmark, BenchmarkArgs, Source, column, register_benchmark
+from lpa.io import read_table
 from lpa.records import Sample
 
 _HB = "https://raw.githubusercontent.com/centerforaisafety/HarmBench/main/data/behavior_datasets"

@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import Field
 
 from lpa.errors import LpaError
-from lpa.eval.benchmarks.base import Benchmark, BenchmarkArgs, Source, column, read_table, register_benchmark
+from lpa.eval.benchmarks.base import Benchmark, BenchmarkArgs, Source, column, register_benchmark
+from lpa.io import read_table
 from lpa.records import Sample
 
 _SR = "https://raw.githubusercontent.com/alexandrasouly/strongreject/main/strongreject_dataset"

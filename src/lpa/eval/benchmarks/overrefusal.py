@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from lpa.eval.benchmarks.base import Benchmark, BenchmarkArgs, Source, column, read_table, register_benchmark
+from lpa.eval.benchmarks.base import Benchmark, BenchmarkArgs, Source, column, register_benchmark
+from lpa.io import read_table
 from lpa.records import Sample
 
 _ORB = "https://huggingface.co/datasets/bench-llm/or-bench/resolve/main"

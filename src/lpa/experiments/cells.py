@@ -1,0 +1,252 @@
+"""One experiment cell (model x method x seed): its folder, key, training config, run and record.
+
+A cell owns its folder::
+
+    <model>/<method>/seed-<s>/train/   training run (adapter/, metrics.jsonl, adversary_samples.jsonl)
+    <model>/<method>/seed-<s>/eval/    evaluation run (generations, judgements, results.json)
+    <model>/<method>/seed-<s>/cell.json   finished-cell record: everything the report needs
+
+The record holds the result rows, the costs, what the attacker made the model say during training
+(``adversary``) and the training texts (``train_texts``, for the overlap analysis), so the report
+reads records only and never opens a training folder or rebuilds a training config.  Records
+written before those two fields existed are completed here, from the cell's own folder, when read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lpa.experiments.spec import ExperimentSpec, MethodEntry
+from lpa.io import atomic_write_json, digest, read_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    entry: MethodEntry
+    seed: int | None  # None: a deterministic base evaluation shared by all seeds
+
+    def folder(self, root: Path) -> Path:
+        seed = "all" if self.seed is None else str(self.seed)
+        return root / _slug(self.model) / self.entry.name / f"seed-{seed}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
+
+
+def cells(spec: ExperimentSpec) -> list[Cell]:
+    """Every cell, seed-major within a model: all methods of seed 0 finish before any of seed 1.
+
+    That order makes a partly run study useful: after any stop, each method has the same seeds.
+    """
+    out = []
+    for model in spec.models:
+        shared = [e for e in spec.methods if not e.trains and not spec.eval.generation.do_sample]
+        out.extend(Cell(model, entry, None) for entry in shared)
+        for seed in spec.seeds:
+            out.extend(Cell(model, entry, seed) for entry in spec.methods if entry not in shared)
+    return out
+
+
+CELL_KEYS = ("model", "method", "seed")
+
+
+def select_cells(todo: list[Cell], only: dict[str, list[str]] | None) -> list[Cell]:
+    """The cells matching every ``key -> allowed values`` filter (``model``, ``method``, ``seed``).
+
+    A shared base cell (seed "all") matches any seed filter, since every seed's comparison needs it.
+    Unknown keys or values raise one error naming the valid choices.
+    """
+    from lpa.errors import LpaError
+
+    if not only:
+        return todo
+    choices = {
+        "model": list(dict.fromkeys(c.model for c in todo)),
+        "method": list(dict.fromkeys(c.entry.name for c in todo)),
+        "seed": list(dict.fromkeys(str(c.seed) for c in todo if c.seed is not None)),
+    }
+    for key, values in only.items():
+        if key not in CELL_KEYS:
+            raise LpaError(f"Unknown cell filter {key!r}; valid: {', '.join(CELL_KEYS)}.")
+        unknown = [v for v in values if v not in choices[key]]
+        if unknown:
+            raise LpaError(f"No {key} {', '.join(map(repr, unknown))} in this spec; valid: {', '.join(choices[key])}.")
+
+    def keep(cell: Cell) -> bool:
+        values = {"model": cell.model, "method": cell.entry.name, "seed": None if cell.seed is None else str(cell.seed)}
+        return all(values[k] is None or values[k] in allowed for k, allowed in only.items())
+
+    return [c for c in todo if keep(c)]
+
+
+def parse_only(items: list[str] | None) -> dict[str, list[str]]:
+    """``["method=base,lpa", "seed=0"]`` -> ``{"method": ["base", "lpa"], "seed": ["0"]}``."""
+    from lpa.errors import LpaError
+
+    out: dict[str, list[str]] = {}
+    for item in items or []:
+        key, sep, values = item.partition("=")
+        if not sep or not values.strip():
+            raise LpaError(f"--only expects KEY=V1,V2 with KEY one of {', '.join(CELL_KEYS)}; got {item!r}.")
+        out.setdefault(key.strip(), []).extend(v.strip() for v in values.split(",") if v.strip())
+    return out
+
+
+def train_config(spec: ExperimentSpec, cell: Cell, folder: Path) -> Any:
+    from lpa.training import build_train_config
+
+    fields: dict[str, Any] = {
+        **cell.entry.train,
+        "method": cell.entry.method,
+        "model": cell.model,
+        "out": str(folder / "train"),
+        "seed": cell.seed or 0,
+        "device": spec.device,
+        "data_dir": spec.data_dir,
+        "preset": cell.entry.preset,
+    }
+    if cell.entry.traits is not None:
+        fields["traits"] = cell.entry.traits
+    return build_train_config(None, None, **fields)
+
+
+def suite_for(spec: ExperimentSpec, entry: MethodEntry | None = None) -> Any:
+    """The spec's suite, with the data folder filled in and ``entry``'s extra attacks appended."""
+    update: dict[str, Any] = {}
+    if spec.data_dir and not spec.eval.data_dir:
+        update["data_dir"] = spec.data_dir
+    if entry is not None and entry.extra_attacks:
+        update["attacks"] = [*spec.eval.attacks, *entry.extra_attacks]
+    if not update:
+        return spec.eval
+    from lpa.eval.suite import EvalSuite
+
+    return EvalSuite.model_validate({**spec.eval.model_dump(mode="json"), **update})
+
+
+def cell_key(spec: ExperimentSpec, cell: Cell) -> str:
+    """What makes a cell's result valid: suite, method entry, model, seed, device, data folder.
+
+    The model is named by its spec here; the weights' identity is in every generation key inside
+    the cell (:class:`lpa.models.ModelIdentity`).  Keep this unchanged: finished cells are matched on it.
+    """
+    suite = suite_for(spec, cell.entry)
+    return digest({"suite": suite.model_dump(mode="json"), "entry": cell.entry.model_dump(), "model": cell.model,
+                   "seed": cell.seed, "device": spec.device, "data_dir": spec.data_dir})
+
+
+def finished_record(spec: ExperimentSpec, cell: Cell, root: Path) -> dict[str, Any] | None:
+    """The cell's record if it was finished under the current spec (completed if older), else None."""
+    marker = cell.folder(root) / "cell.json"
+    if not marker.is_file():
+        return None
+    record = json.loads(marker.read_text(encoding="utf-8"))
+    if record.get("key") != cell_key(spec, cell):
+        return None
+    return complete_record(spec, cell, root, record)
+
+
+def complete_record(spec: ExperimentSpec, cell: Cell, root: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Fill the report fields a record written by an older version lacks, from the cell's own folder."""
+    record = dict(record)
+    if "adversary" not in record:
+        record["adversary"] = adversary_summary(_train_dir(record, cell, root))
+    if "train_texts" not in record:
+        record["train_texts"] = []
+        if cell.entry.trains:
+            from lpa.errors import LpaError
+
+            try:
+                record["train_texts"] = training_texts(spec, cell, root)
+            except (LpaError, ValueError, OSError) as exc:
+                log.warning("%s: training texts not available for the overlap analysis (%s)", cell.folder(root), exc)
+    return record
+
+
+def _train_dir(record: dict[str, Any], cell: Cell, root: Path) -> Path | None:
+    if not cell.entry.trains:
+        return None
+    return Path(record["adapter"]).parent if record.get("adapter") else cell.folder(root) / "train"
+
+
+def adversary_summary(train_dir: Path | None) -> dict[str, Any] | None:
+    """What the perturbed model said during training (greedy decodes under the attacker), screened with
+    the harm-keyword list used for trait statements; None when monitoring was off."""
+    if train_dir is None:
+        return None
+    texts = [r["text"] for r in read_jsonl(train_dir / "adversary_samples.jsonl")]
+    if not texts:
+        return None
+    from lpa.coherence import is_refusal, is_template_leak
+    from lpa.traits.screen import harm_keywords_in
+
+    n = len(texts)
+    harmful = [t for t in texts if harm_keywords_in(t)]
+    return {"decoded": n, "harm_keyword_rate": len(harmful) / n, "refusal_rate": sum(map(is_refusal, texts)) / n,
+            "template_rate": sum(map(is_template_leak, texts)) / n, "first_flagged": harmful[0] if harmful else None}
+
+
+def training_texts(spec: ExperimentSpec, cell: Cell, root: Path) -> list[str]:
+    """The user turns the method trains on (unique, in order): what the overlap analysis compares."""
+    from lpa.training.base import METHODS
+
+    config = train_config(spec, cell, cell.folder(root))
+    examples = METHODS.get(cell.entry.method)().build_examples(config, None)
+    return list(dict.fromkeys(e.messages[-1]["content"] for e in examples))
+
+
+def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Train (if needed) and evaluate one cell; returns its record (rows, costs, report fields)."""
+    from lpa.eval.runner import evaluate
+
+    folder = cell.folder(root)
+    if (record := finished_record(spec, cell, root)) is not None:
+        return record
+    adapter = None
+    cost: dict[str, Any] = {"n_train_examples": 0, "fwd_bwd_passes": 0, "train_wall_s": 0.0}
+    if cell.entry.trains:
+        from lpa.training import train
+
+        config = train_config(spec, cell, folder)
+        config = config.model_copy(update={"progress": progress})
+        result = train(config)
+        adapter = str(result.adapter)
+        summary = result.summary
+        cost = {
+            "n_train_examples": summary.get("n_train_examples", 0),
+            "fwd_bwd_passes": summary.get("fwd_bwd_passes", 0),
+            "train_wall_s": summary.get("wall_time_s", 0.0),
+            "steps_done": summary.get("steps_done"),
+            "stopped": summary.get("stopped"),
+        }
+    start = time.perf_counter()
+    results = evaluate(suite_for(spec, cell.entry), cell.model, adapter=adapter, out_dir=folder / "eval",
+                       device=spec.device, progress=progress)
+    cost["eval_wall_s"] = time.perf_counter() - start
+    tags = {"method": cell.entry.name, "seed": "all" if cell.seed is None else cell.seed, "model": cell.model}
+    record = complete_record(spec, cell, root, {
+        "key": cell_key(spec, cell),
+        **tags,
+        "adapter": adapter,
+        "identity": results.meta.get("identity"),
+        "cost": cost,
+        "rows": [{**row, **tags} for row in results.rows],
+    })
+    atomic_write_json(folder / "cell.json", record)
+    return record
+
+
+__all__ = [
+    "CELL_KEYS", "Cell", "adversary_summary", "cell_key", "cells", "complete_record", "finished_record", "parse_only",
+    "run_cell", "select_cells", "suite_for", "train_config", "training_texts",
+]
