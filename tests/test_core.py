@@ -79,10 +79,9 @@ def test_atomic_writes_are_readable_like_ordinary_files(tmp_path):
     import os
     import stat
 
-    from lpa.io import atomic_write_text
-
     import torch
 
+    from lpa.io import atomic_write_text
     from lpa.persona.vector import PersonaVector
 
     old = os.umask(0o022)

@@ -66,6 +66,8 @@ class TrainedJudgeModel:
 
         import numpy as np
 
+        from lpa.io import publish
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
@@ -74,8 +76,7 @@ class TrainedJudgeModel:
                 np.savez_compressed(handle, mean=self.mean, scale=self.scale, coef=self.coef,
                                     intercept=self.intercept, bias=self.bias,
                                     meta=np.array(json.dumps({**self.meta, "classes": self.classes})))
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; a fitted judge is meant to be shared
-            os.replace(tmp, path)  # readers see the old file or the complete new one
+            publish(tmp, path)  # mkstemp creates 0600; readers see the old file or the complete new one
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

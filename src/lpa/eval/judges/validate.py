@@ -215,26 +215,17 @@ def validate_judge(judge: Judge | str | dict[str, Any], rows: Sequence[GoldRow],
 
 def load_labels(path: str) -> dict[str, str]:
     """``{id: label}`` from a JSONL file of ``{"id", "label"}`` rows (a second annotator's labels)."""
-    import json
-    from pathlib import Path
-
     from lpa.errors import LpaError
+    from lpa.io import read_jsonl
 
-    file = Path(path)
-    if not file.is_file():
-        raise LpaError(f"No labels file {file}: give a JSONL file with 'id' and 'label' per line.")
     out: dict[str, str] = {}
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            rid, label = str(row["id"]), str(row["label"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise LpaError(f"{file}:{number}: expected a JSON object with 'id' and 'label'.") from None
-        if label not in GOLD_LABELS:
-            raise LpaError(f"{file}:{number}: unknown label {label!r}. Valid choices: {', '.join(GOLD_LABELS)}.")
-        out[rid] = label
+    for number, row in enumerate(read_jsonl(path, missing_ok=False), 1):
+        if not isinstance(row, dict) or "id" not in row or "label" not in row:
+            raise LpaError(f"{path}: row {number} needs 'id' and 'label'.")
+        if row["label"] not in GOLD_LABELS:
+            raise LpaError(f"{path}: row {number}: unknown label {row['label']!r}. "
+                           f"Valid choices: {', '.join(GOLD_LABELS)}.")
+        out[str(row["id"])] = str(row["label"])
     return out
 
 
