@@ -225,3 +225,19 @@ def test_trained_judge_refuses_weights_fitted_on_other_features(tmp_path):
     p = np.array([[0.5, 0.3, 0.2]])
     shipped.bias = np.array([0.0, 1.0, 0.0])
     assert shipped.decide(p)[0] == 1  # the offset moves a 0.5/0.3 call to the second class
+
+
+def test_refitting_the_trained_judge_changes_its_cache_key(tmp_path):
+    """Verdicts are cached under the judge's spec: a refit must not reuse the old judge's verdicts."""
+    import shutil
+
+    from lpa.eval.judges.trained import shipped_weights_path
+
+    path = tmp_path / "j.npz"
+    shutil.copy(shipped_weights_path(), path)
+    spec = create(JUDGES, f"trained:weights={path}").spec()
+    assert spec["weights_sha256"] == create(JUDGES, "trained").spec()["weights_sha256"]
+    path.write_bytes(path.read_bytes() + b"\0")  # any change to the file
+    assert create(JUDGES, f"trained:weights={path}").spec()["weights_sha256"] != spec["weights_sha256"]
+    cascade = create(JUDGES, {"name": "cascade", "args": {"fallback": f"trained:weights={path}"}}).spec()
+    assert cascade["fallback"]["weights_sha256"] != spec["weights_sha256"]

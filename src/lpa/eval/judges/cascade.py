@@ -68,6 +68,10 @@ class CascadeJudge(Judge):
     def check(self) -> None:
         self.fallback.check()
 
+    def spec(self) -> dict[str, Any]:
+        """Includes the fallback's own spec (for ``trained``: its weights hash), so cache keys follow a refit."""
+        return {**super().spec(), "fallback": self.fallback.spec()}
+
     def judge(
         self,
         samples: Sequence[Sample],

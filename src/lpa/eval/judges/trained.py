@@ -115,6 +115,16 @@ class TrainedJudge(Judge):
     def check(self) -> None:
         self.model  # noqa: B018 (loads the weights file: small, and cached for judging)
 
+    def spec(self) -> dict[str, Any]:
+        """Name, arguments and the weights file's sha256: a refit (even of the shipped file) changes
+        every verdict's cache key, so cached verdicts of an older judge are never reused."""
+        import hashlib
+
+        weights = self.args.weights  # type: ignore[attr-defined]
+        file = shipped_weights_path() if weights == SHIPPED_WEIGHTS else Path(weights)
+        digest = hashlib.sha256(file.read_bytes()).hexdigest()[:16] if file.is_file() else "missing"
+        return {**super().spec(), "weights_sha256": digest}
+
     @property
     def model(self) -> TrainedJudgeModel:
         if self._model is None:
