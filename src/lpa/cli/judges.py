@@ -1,7 +1,8 @@
-"""CLI: `lpa judges list | validate | fit` — judges and their measured agreement with labelled answers."""
+"""CLI: `lpa judges list | validate | fit | agreement | sample | add` — judges and their measured agreement with labelled answers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -15,6 +16,9 @@ def register(app: typer.Typer) -> None:
     judges.command("list")(list_judges)
     judges.command("validate")(validate_command)
     judges.command("fit")(fit_command)
+    judges.command("agreement")(agreement_command)
+    judges.command("sample")(sample_command)
+    judges.command("add")(add_command)
     app.add_typer(judges, name="judges")
 
 
@@ -83,5 +87,67 @@ def fit_command(
     rows = load_gold(gold, split)
     summary = fit_trained_judge(rows, out, c=c, seed=seed)
     print(f"Fitted on {summary['n']} rows {summary['counts']}; C={summary['C']}, embedding "
-          f"{'used' if summary['uses_embedding'] else 'not used'} (5-fold CV macro-F1 "
-          f"{summary['cv_macro_f1'][summary['best']]:.3f}); wrote {out}")
+          f"{'used' if summary['uses_embedding'] else 'not used'}; grouped 5-fold CV kappa "
+          f"{summary['cv_kappa'][summary['best']]:.3f}; class offsets {[round(b, 2) for b in summary['bias']]} "
+          f"(mean per-model CV kappa {summary['cv_kappa_calibrated_per_model_mean']:.3f})"
+          f"; wrote {out}")
+
+
+def agreement_command(
+    labels: Path = typer.Argument(..., help="JSONL of {id, label} from a second, blind labelling of gold rows."),
+    gold: str = GoldOption,
+    split: str = typer.Option("test", "--split", help="test | dev | all rows of the gold file."),
+    name: str = typer.Option("second annotator", "--name", help="Name of the second labelling in the table."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for 95% CIs."),
+) -> None:
+    """Inter-annotator agreement: kappa of a second labelling against the gold labels, and every disagreement."""
+    from lpa.errors import LpaError
+    from lpa.eval.judges.gold import load_gold
+    from lpa.eval.judges.validate import confusion_text, load_labels, validate_labels, validation_table
+
+    rows, other = load_gold(gold, split), load_labels(str(labels))
+    covered = [r for r in rows if r.id in other]
+    if not covered:
+        raise LpaError(f"No row of {gold} (split={split}) has an id in {labels}.")
+    result = validate_labels(covered, other, name, n_boot=bootstrap)
+    print(f"Gold: {gold} split={split}: {len(covered)} of {len(rows)} rows labelled in {labels}\n")
+    print(validation_table([result]) + "\n\n" + confusion_text(result))
+    pred = result.extra["predictions"]
+    print("\nDisagreements (id: gold -> other):")
+    for row, label in zip(covered, pred, strict=True):
+        if label != row.label:
+            print(f"  {row.id}: {row.label} -> {label}")
+
+
+def sample_command(
+    runs: list[Path] = typer.Argument(..., help="Eval run folders (each with generations.jsonl and config.yaml)."),
+    out: Path = typer.Option(..., "--out", "-o", help="JSONL of unlabelled rows to fill in (label, note)."),
+    n: int = typer.Option(150, "--n", help="Rows to draw, round-robin over (method, benchmark, attack)."),
+    gold: str = GoldOption,
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Benchmark data folder (default: LPA_DATA_DIR)."),
+) -> None:
+    """Draw a stratified set of real answers to label by reading (answers already in the gold file are skipped)."""
+    from lpa.eval.judges.gold import load_gold, stratified_sample, unlabelled_rows
+    from lpa.io import atomic_write_text
+
+    rows = [row for run in runs for row in unlabelled_rows(run, str(data_dir) if data_dir else None)]
+    picked = stratified_sample(rows, n, seed, exclude=load_gold(gold))
+    atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in picked))
+    print(f"{len(picked)} of {len(rows)} answers written to {out}; fill in 'label' and 'note', then `lpa judges add`.")
+
+
+def add_command(
+    labelled: Path = typer.Argument(..., help="JSONL of labelled rows (e.g. from `lpa judges sample`), with ids."),
+    gold: Path = typer.Option(..., "--gold", "-g", help="Gold file to extend (written in place, atomically)."),
+    seed: int = typer.Option(0, "--seed", help="Split seed for requests not yet in the gold file."),
+) -> None:
+    """Add labelled rows to a gold file: known requests keep their split, new requests are split dev/test."""
+    from lpa.eval.judges.gold import extend_split, load_gold
+    from lpa.io import atomic_write_text
+
+    existing, new = load_gold(gold), load_gold(labelled)
+    rows = extend_split(existing, new, seed=seed)
+    atomic_write_text(gold, "".join(r.model_dump_json(exclude_none=False) + "\n" for r in rows))
+    added = rows[len(existing):]
+    print(f"Added {len(added)} rows ({sum(r.split == 'test' for r in added)} test) to {gold}: {len(rows)} rows.")

@@ -104,3 +104,87 @@ def split_gold(rows: Sequence[GoldRow], test_fraction: float = 0.5, seed: int = 
         rng.shuffle(requests)
         test.update(requests[: round(len(requests) * test_fraction)])
     return [r.model_copy(update={"split": "test" if r.request in test else "dev"}) for r in rows]
+
+
+def extend_split(existing: Sequence[GoldRow], new: Sequence[GoldRow], test_fraction: float = 0.5,
+                 seed: int = 0) -> list[GoldRow]:
+    """Add rows without moving any existing row between splits.
+
+    A new row whose request is already in ``existing`` joins that request's split (so a test
+    request is never fitted on); rows with new requests are split by :func:`split_gold`.
+    """
+    known = {r.request: r.split for r in existing if r.split}
+    fresh = split_gold([r for r in new if r.request not in known], test_fraction, seed)
+    placed = {r.id: r for r in fresh}
+    ids = {r.id for r in existing}
+    out = list(existing)
+    for row in new:
+        if row.id in ids:
+            raise LpaError(f"Row id {row.id!r} is already in the gold set; give new rows new ids.")
+        out.append(placed.get(row.id) or row.model_copy(update={"split": known[row.request]}))
+    return out
+
+
+def unlabelled_rows(eval_dir: str | Path, data_dir: str | None = None, max_sent: int = 3000) -> list[dict]:
+    """Gold-shaped rows (``label`` empty) from a run's ``generations.jsonl``, with their source fields.
+
+    The original request and its harmful/benign label come from the run's benchmarks
+    (``config.yaml``); ``method`` and ``seed`` from a ``<method>/seed-<s>/eval`` layout when present.
+    """
+    import yaml
+
+    from lpa.eval.benchmarks import BENCHMARKS
+    from lpa.plugins import create
+
+    folder = Path(eval_dir)
+    gen_file, config_file = folder / "generations.jsonl", folder / "config.yaml"
+    if not gen_file.is_file() or not config_file.is_file():
+        raise LpaError(f"{folder} is not an eval run: it needs generations.jsonl and config.yaml.")
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+    samples: dict[tuple[str, str], Sample] = {}
+    for spec in config.get("benchmarks", []):
+        bench = create(BENCHMARKS, spec, data_dir=data_dir) if data_dir else create(BENCHMARKS, spec)
+        samples.update({(s.benchmark, s.id): s for s in bench.load()})
+    parts = folder.resolve().parts
+    seed = next((p.removeprefix("seed-") for p in reversed(parts) if p.startswith("seed-")), None)
+    method = parts[parts.index(f"seed-{seed}") - 1] if seed is not None else None
+    rows = []
+    for line in gen_file.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        gen = Generation(**json.loads(line))
+        sample = samples.get((gen.benchmark or "", gen.sample_id))
+        if sample is None:
+            continue
+        users = [m["content"] for m in gen.messages if m.get("role") == "user"]
+        variant = getattr(gen, "variant", 0)
+        rows.append({"id": f"{gen.model}:{method}:{seed}:{gen.benchmark}:{gen.attack}:{gen.sample_id}:{variant}",
+                     "request": sample.extra.get("behavior") or sample.prompt or sample.as_messages()[-1]["content"],
+                     "answer": gen.text, "label": "", "request_label": sample.label, "model": gen.model,
+                     "adapter": gen.adapter, "method": method, "seed": seed, "benchmark": gen.benchmark,
+                     "attack": gen.attack, "attack_info": {**gen.attack_args, **getattr(gen, "info", {})},
+                     "sent": users[-1][:max_sent] if users else None, "prefill": gen.prefill,
+                     "sample_id": gen.sample_id, "note": ""})
+    return rows
+
+
+def stratified_sample(rows: Sequence[dict], n: int, seed: int = 0,
+                      exclude: Sequence[GoldRow] = ()) -> list[dict]:
+    """Up to ``n`` rows, round-robin over (method, benchmark, attack) cells, skipping answers already labelled."""
+    seen = {(r.request, r.answer) for r in exclude}
+    cells: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        if (row["request"], row["answer"]) not in seen:
+            cells[(str(row.get("method")), str(row["benchmark"]), str(row["attack"]))].append(row)
+    rng = random.Random(seed)
+    queues = []
+    for key in sorted(cells):
+        members = list(cells[key])
+        rng.shuffle(members)
+        queues.append(members)
+    out: list[dict] = []
+    while len(out) < n and any(queues):
+        for queue in queues:
+            if queue and len(out) < n:
+                out.append(queue.pop())
+    return out

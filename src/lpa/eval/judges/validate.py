@@ -213,6 +213,40 @@ def validate_judge(judge: Judge | str | dict[str, Any], rows: Sequence[GoldRow],
     )
 
 
+def load_labels(path: str) -> dict[str, str]:
+    """``{id: label}`` from a JSONL file of ``{"id", "label"}`` rows (a second annotator's labels)."""
+    from lpa.errors import LpaError
+    from lpa.io import read_jsonl
+
+    out: dict[str, str] = {}
+    for number, row in enumerate(read_jsonl(path, missing_ok=False), 1):
+        if not isinstance(row, dict) or "id" not in row or "label" not in row:
+            raise LpaError(f"{path}: row {number} needs 'id' and 'label'.")
+        if row["label"] not in GOLD_LABELS:
+            raise LpaError(f"{path}: row {number}: unknown label {row['label']!r}. "
+                           f"Valid choices: {', '.join(GOLD_LABELS)}.")
+        out[str(row["id"])] = str(row["label"])
+    return out
+
+
+def validate_labels(rows: Sequence[GoldRow], labels: dict[str, str], name: str = "second annotator", *,
+                    n_boot: int = 1000, seed: int = 0) -> JudgeValidation:
+    """Agreement of another labelling of the same rows (inter-annotator kappa: the ceiling for any judge).
+
+    Rows the other labelling lacks count as errors, like a judge that failed on them.
+    """
+    pred = [labels.get(r.id, ERROR) for r in rows]
+    return JudgeValidation(
+        judge=name, spec={"labels": name}, n=len(rows), errors=sum(p == ERROR for p in pred),
+        confusion=confusion_matrix(rows, pred), seconds_per_100=math.nan, extra={"predictions": pred},
+        **agreement(rows, pred, n_boot, seed),
+    )
+
+
+def _seconds(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.2f}"
+
+
 def validation_table(results: Sequence[JudgeValidation]) -> str:
     """Markdown: one line per judge."""
     from lpa.report.tables import markdown_table
@@ -221,7 +255,7 @@ def validation_table(results: Sequence[JudgeValidation]) -> str:
               "R complied|harmful", "P refused|benign", "R refused|benign", "s/100"]
     body = [[r.judge, str(r.n), str(r.errors), r.accuracy.text(), r.kappa.text(), r.kappa_binary.text(),
              r.complied_precision_harmful.text(), r.complied_recall_harmful.text(), r.refused_precision_benign.text(),
-             r.refused_recall_benign.text(), f"{r.seconds_per_100:.2f}"] for r in results]
+             r.refused_recall_benign.text(), _seconds(r.seconds_per_100)] for r in results]
     return markdown_table(header, body)
 
 
