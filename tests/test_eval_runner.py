@@ -70,6 +70,25 @@ def test_new_judge_rejudges_without_regenerating(llama, tokenizer, tmp_path, cou
     assert len(read_jsonl(out / "judgements.jsonl")) == 8
 
 
+def test_rejudge_a_stored_run_without_a_model(llama, tokenizer, tmp_path):
+    from lpa.eval.rejudge import rejudge_run
+    from lpa.eval.stats import load_outcomes
+
+    run = tmp_path / "run"
+    original = evaluate_model(llama, tokenizer, _suite(attacks=["direct", "prefill"]), run)
+    again = rejudge_run(run, ["keyword"], tmp_path / "rejudged")
+    pick = lambda rows: sorted((r["benchmark"], r["attack"], r["metric"], r["value"]) for r in rows if r["judge"] == "keyword")
+    assert pick(again.rows) == pick([r for r in original.rows if r["metric"] in {x["metric"] for x in again.rows}])
+    assert load_outcomes(tmp_path / "rejudged") == load_outcomes(run)  # `lpa compare` reads it like any run
+    assert again.meta["rejudged_from"] == str(run) and (tmp_path / "rejudged" / "report.md").is_file()
+    with pytest.raises(LpaError, match="need the evaluated model"):
+        rejudge_run(run, ["refusal-probe"], tmp_path / "probe")
+    with pytest.raises(LpaError, match="new folder"):
+        rejudge_run(run, ["keyword"], run)
+    with pytest.raises(LpaError, match="not an evaluation run"):
+        rejudge_run(tmp_path / "nothing", ["keyword"], tmp_path / "x")
+
+
 def test_probe_only_suite_needs_no_generation(llama, tokenizer, tmp_path, count_generate):
     results = evaluate_model(llama, tokenizer, _suite(judges=["refusal-probe:min_mass=0"], limit=None), tmp_path / "run")
     assert count_generate == []

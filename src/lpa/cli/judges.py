@@ -19,6 +19,7 @@ def register(app: typer.Typer) -> None:
     judges.command("agreement")(agreement_command)
     judges.command("sample")(sample_command)
     judges.command("add")(add_command)
+    judges.command("rejudge")(rejudge_command)
     app.add_typer(judges, name="judges")
 
 
@@ -151,3 +152,20 @@ def add_command(
     atomic_write_text(gold, "".join(r.model_dump_json(exclude_none=False) + "\n" for r in rows))
     added = rows[len(existing):]
     print(f"Added {len(added)} rows ({sum(r.split == 'test' for r in added)} test) to {gold}: {len(rows)} rows.")
+
+
+def rejudge_command(
+    run: Path = typer.Argument(..., help="Eval run folder (with config.yaml and generations.jsonl)."),
+    out: Path = typer.Option(..., "--out", "-o", help="New run folder for the re-judged results (the original is untouched)."),
+    judge: str = typer.Option(None, "--judge", "-j", help="Comma list of response judges (default: the validated default "
+                              "judge and keyword)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Benchmark data folder (default: the run's, else LPA_DATA_DIR)."),
+) -> None:
+    """Re-judge a run's stored answers with other judges (no model, no regeneration); `lpa compare` reads the result."""
+    from lpa.eval.judges import DEFAULT_JUDGE
+    from lpa.eval.rejudge import rejudge_run
+
+    specs = split_specs(judge) if judge else [DEFAULT_JUDGE, "keyword"]
+    results = rejudge_run(run, specs, out, data_dir=str(data_dir) if data_dir else None, progress=True)
+    n = results.meta.get("unmatched_answers", 0)
+    print(f"Re-judged {run} with {', '.join(specs)} -> {out}/report.md" + (f" ({n} answers matched no sample)" if n else ""))

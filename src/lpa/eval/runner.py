@@ -388,30 +388,8 @@ class _Runner:
 
     # -- judging --------------------------------------------------------------------------
     def judge(self, judge: Judge, gens: list[tuple[Sample, Generation, str]], attack_label: str) -> list[JudgedItem]:
-        spec = judge.spec()
-        keyed = [(s, g, digest([k, spec])) for s, g, k in gens]
-        todo = [(s, g, k) for s, g, k in keyed if k not in self.store.verdicts]
-        from lpa.progress import progress
-
-        starts = range(0, len(todo), JUDGE_CHUNK)
-        label = f"judging ({judge.name}, {JUDGE_CHUNK}/chunk)"
-        for start in progress(starts, label, enabled=None if self.progress else False):
-            chunk = todo[start : start + JUDGE_CHUNK]
-            verdicts = judge.judge([s for s, _, _ in chunk], [g for _, g, _ in chunk],
-                                   model=self.model, tokenizer=self.tokenizer)
-            self.store.add_verdicts([
-                {**v.model_dump(mode="json"), "key": k, "benchmark": s.benchmark, "sample_label": s.label,
-                 "variant": getattr(g, "variant", 0), "attack": g.attack}
-                for (s, g, k), v in zip(chunk, verdicts, strict=True)
-            ])
-        items = []
-        for sample, gen, key in keyed:
-            v = Verdict(**{k: val for k, val in self.store.verdicts[key].items() if k != "key"})
-            items.append(JudgedItem(benchmark=sample.benchmark, attack=attack_label, judge=judge.name,
-                                    sample_id=sample.id, sample_label=sample.label,
-                                    variant=int(getattr(gen, "variant", 0) or 0), verdict=v.label,
-                                    score=v.score, error=v.error))
-        return items
+        return judge_generations(self.store, judge, gens, attack_label, model=self.model, tokenizer=self.tokenizer,
+                                 progress=self.progress)
 
     # -- utility ----------------------------------------------------------------------------
     def utility_rows(self) -> list[MetricRow]:
@@ -421,6 +399,35 @@ class _Runner:
         cache = self.store.gen_path.parent / "utility.jsonl"
         return run_utility(self.model, self.tokenizer, self.suite.utility, cache,
                            key=self.identity.key(), backend=self.backend)
+
+
+def judge_generations(store: _Store, judge: Judge, gens: list[tuple[Sample, Generation, str]], attack_label: str, *,
+                      model: Any = None, tokenizer: Any = None, progress: bool = False) -> list[JudgedItem]:
+    """Verdicts of ``judge`` on (sample, generation, key) triples, cached in ``store`` under key + judge spec."""
+    spec = judge.spec()
+    keyed = [(s, g, digest([k, spec])) for s, g, k in gens]
+    todo = [(s, g, k) for s, g, k in keyed if k not in store.verdicts]
+    from lpa.progress import progress as progress_bar
+
+    starts = range(0, len(todo), JUDGE_CHUNK)
+    label = f"judging ({judge.name}, {JUDGE_CHUNK}/chunk)"
+    for start in progress_bar(starts, label, enabled=None if progress else False):
+        chunk = todo[start : start + JUDGE_CHUNK]
+        verdicts = judge.judge([s for s, _, _ in chunk], [g for _, g, _ in chunk],
+                               model=model, tokenizer=tokenizer)
+        store.add_verdicts([
+            {**v.model_dump(mode="json"), "key": k, "benchmark": s.benchmark, "sample_label": s.label,
+             "variant": getattr(g, "variant", 0), "attack": g.attack}
+            for (s, g, k), v in zip(chunk, verdicts, strict=True)
+        ])
+    items = []
+    for sample, gen, key in keyed:
+        v = Verdict(**{k: val for k, val in store.verdicts[key].items() if k != "key"})
+        items.append(JudgedItem(benchmark=sample.benchmark, attack=attack_label, judge=judge.name,
+                                sample_id=sample.id, sample_label=sample.label,
+                                variant=int(getattr(gen, "variant", 0) or 0), verdict=v.label,
+                                score=v.score, error=v.error))
+    return items
 
 
 def _gen_fields(row: dict[str, Any]) -> dict[str, Any]:
