@@ -77,7 +77,10 @@ def test_rejudge_a_stored_run_without_a_model(llama, tokenizer, tmp_path):
     run = tmp_path / "run"
     original = evaluate_model(llama, tokenizer, _suite(attacks=["direct", "prefill"]), run)
     again = rejudge_run(run, ["keyword"], tmp_path / "rejudged")
-    pick = lambda rows: sorted((r["benchmark"], r["attack"], r["metric"], r["value"]) for r in rows if r["judge"] == "keyword")
+
+    def pick(rows):
+        return sorted((r["benchmark"], r["attack"], r["metric"], r["value"]) for r in rows if r["judge"] == "keyword")
+
     assert pick(again.rows) == pick([r for r in original.rows if r["metric"] in {x["metric"] for x in again.rows}])
     assert load_outcomes(tmp_path / "rejudged") == load_outcomes(run)  # `lpa compare` reads it like any run
     assert again.meta["rejudged_from"] == str(run) and (tmp_path / "rejudged" / "report.md").is_file()
