@@ -132,7 +132,7 @@ def test_shipped_specs_validate_with_their_training_configs(tmp_path):
     from lpa.experiments.grid import _suite, train_config
 
     root = Path(__file__).resolve().parents[1] / "experiments"
-    for name in ("scale.yaml", "ablation-qwen.yaml", "ablation.yaml", "embedded.yaml"):
+    for name in ("scale.yaml", "scale-core.yaml", "ablation-qwen.yaml", "ablation.yaml", "embedded.yaml"):
         spec = load_spec(root / name)
         for cell in cells(spec):
             _suite(spec, cell.entry)
