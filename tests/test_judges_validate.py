@@ -241,3 +241,23 @@ def test_refitting_the_trained_judge_changes_its_cache_key(tmp_path):
     assert create(JUDGES, f"trained:weights={path}").spec()["weights_sha256"] != spec["weights_sha256"]
     cascade = create(JUDGES, {"name": "cascade", "args": {"fallback": f"trained:weights={path}"}}).spec()
     assert cascade["fallback"]["weights_sha256"] != spec["weights_sha256"]
+
+
+def test_kappa_is_shown_only_for_the_validated_judge_version():
+    from lpa.eval.judges import JUDGES
+    from lpa.eval.judges.validate import UNRECORDED, kappa_note, shipped_validation
+    from lpa.experiments.aggregate import judge_versions
+    from lpa.plugins import create
+
+    installed = create(JUDGES, "trained").spec()
+    assert shipped_validation()["trained"]["spec"] == installed  # the shipped κ belongs to the shipped weights
+    assert kappa_note("trained").startswith("κ=")
+    assert kappa_note("trained", installed) == kappa_note("trained")
+    older = {**installed, "weights_sha256": "0000000000000000"}  # verdicts of a judge before a refit
+    assert "not measured" in kappa_note("trained", older)
+    assert "not measured" in kappa_note("trained", [installed, older])
+    assert "unknown" in kappa_note("trained", UNRECORDED)
+    assert kappa_note("no-such-judge") == "κ not measured"
+    records = [{"judges": [installed]}, {"judges": [installed, {"name": "keyword", "args": {}}]}]
+    assert judge_versions(records, "trained") == [installed, installed]
+    assert judge_versions([*records, {"rows": []}], "trained") == UNRECORDED

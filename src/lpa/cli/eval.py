@@ -73,7 +73,7 @@ def eval_command(
 
     console = Console()
     console.print(safety_table(results.rows), highlight=False)
-    console.print("\n".join(judge_lines(results.rows)), highlight=False)
+    console.print("\n".join(judge_lines(results.rows, results.meta.get("judges"))), highlight=False)
     util = utility_table(results.rows)
     if util:
         console.print(util, highlight=False)

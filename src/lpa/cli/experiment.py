@@ -88,8 +88,10 @@ def _print_headline(console: Console, config: ExperimentSpec, result: Experiment
 
     judge = str(config.eval.judges[0] if isinstance(config.eval.judges[0], str) else config.eval.judges[0]["name"])
     from lpa.eval.judges.validate import kappa_note
+    from lpa.experiments.aggregate import judge_versions
 
-    title = f"{config.models[0]} · judge: {judge} ({kappa_note(judge)} on labelled answers) · 95% bootstrap CI"
+    note = kappa_note(judge, judge_versions(result.records, judge))
+    title = f"{config.models[0]} · judge: {judge} ({note} on labelled answers) · 95% bootstrap CI"
     table = Table("", "base", "lpa", title=title, width=100)
     for row in headline(result.summary, judge):
         table.add_row(*row)

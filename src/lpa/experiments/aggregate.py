@@ -209,7 +209,7 @@ def write_outputs(spec: ExperimentSpec, records: Sequence[dict[str, Any]], summa
     sections = [
         f"# Experiment `{spec.name}`",
         f"Models: {', '.join(spec.models)} · seeds: {', '.join(map(str, spec.seeds))} · "
-        f"judges: {_judges_with_kappa(spec.eval.judges)}. Cells show mean ± sd over seeds; "
+        f"judges: {_judges_with_kappa(spec.eval.judges, records)}. Cells show mean ± sd over seeds; "
         "an untrained model decoded greedily is evaluated once (no sd); single runs show their bootstrap 95% CI.",
     ]
     if spec.compute_note:
@@ -252,9 +252,23 @@ def _plots(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], folder: Path
     return paths
 
 
-def _judges_with_kappa(judges: Sequence[Any]) -> str:
-    """Each judge named with its agreement (κ) on the shipped labelled test split."""
+def _judges_with_kappa(judges: Sequence[Any], records: Sequence[dict[str, Any]] = ()) -> str:
+    """Each judge named with its agreement (κ) on the shipped labelled test split, if the cells used that version."""
     from lpa.eval.judges.validate import kappa_note
 
     names = [str(j if isinstance(j, str) else j.get("name", j)) for j in judges]
-    return ", ".join(f"{name} ({kappa_note(name.split(':')[0])})" for name in names)
+    return ", ".join(f"{name} ({kappa_note(name.split(':')[0], judge_versions(records, name.split(':')[0]))})"
+                     for name in names)
+
+
+def judge_versions(records: Sequence[dict[str, Any]], judge: str) -> list[dict[str, Any]] | str:
+    """The specs of ``judge`` recorded by every cell, or "unrecorded" when a cell predates recording them."""
+    from lpa.eval.judges.validate import UNRECORDED
+
+    specs = []
+    for record in records:
+        found = [s for s in record.get("judges") or [] if isinstance(s, dict) and s.get("name") == judge]
+        if not found:
+            return UNRECORDED
+        specs += found
+    return specs

@@ -159,6 +159,10 @@ def finished_record(spec: ExperimentSpec, cell: Cell, root: Path) -> dict[str, A
 def complete_record(spec: ExperimentSpec, cell: Cell, root: Path, record: dict[str, Any]) -> dict[str, Any]:
     """Fill the report fields a record written by an older version lacks, from the cell's own folder."""
     record = dict(record)
+    if "judges" not in record:  # the judge versions, as the cell's own evaluation recorded them
+        results = cell.folder(root) / "eval" / "results.json"
+        if results.is_file():
+            record["judges"] = json.loads(results.read_text(encoding="utf-8")).get("meta", {}).get("judges")
     if "adversary" not in record:
         record["adversary"] = adversary_summary(_train_dir(record, cell, root))
     if "train_texts" not in record:
@@ -239,6 +243,7 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
         **tags,
         "adapter": adapter,
         "identity": results.meta.get("identity"),
+        "judges": results.meta.get("judges"),  # the versions that produced the verdicts (κ is per version)
         "cost": cost,
         "rows": [{**row, **tags} for row in results.rows],
     })

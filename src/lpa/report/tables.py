@@ -75,16 +75,21 @@ def safety_table(rows: Sequence[dict[str, Any]]) -> str:
     return markdown_table(header, body)
 
 
-def judge_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per judge: its agreement with the shipped labelled answers, and its errors in this run."""
-    from lpa.eval.judges.validate import kappa_note
+def judge_lines(rows: Sequence[dict[str, Any]], judge_specs: Sequence[dict[str, Any]] | None = None) -> list[str]:
+    """One line per judge: its agreement with the shipped labelled answers, and its errors in this run.
+
+    ``judge_specs`` are the specs the run recorded (results meta): κ is shown only for the judge
+    version that was validated (see :func:`lpa.eval.judges.validate.kappa_note`).
+    """
+    from lpa.eval.judges.validate import UNRECORDED, kappa_note
     from lpa.eval.metrics import MAX_JUDGE_ERROR_RATE, PROBE_JUDGES
 
     lines = []
     for r in rows:
         if r["metric"] != "judge_error_rate":
             continue
-        kind = "refuse/answer probe, not an ASR judge" if r["judge"] in PROBE_JUDGES else kappa_note(r["judge"])
+        used = next((s for s in judge_specs or [] if s.get("name") == r["judge"]), UNRECORDED)
+        kind = "refuse/answer probe, not an ASR judge" if r["judge"] in PROBE_JUDGES else kappa_note(r["judge"], used)
         loud = f" — **more than {MAX_JUDGE_ERROR_RATE:.0%} failed**" if r["value"] > MAX_JUDGE_ERROR_RATE else ""
         lines.append(f"- judge `{r['judge']}` ({kind} on the shipped gold test split): "
                      f"{r['n'] - r['errors']} judged, {r['errors']} errors{loud}")
@@ -127,7 +132,7 @@ def render_report(results: dict[str, Any], run_dir: Path | None = None, examples
         f"attacks: {', '.join(a['name'] for a in meta.get('attacks', []))}",
         f"- generation: `{json.dumps(meta.get('suite', {}).get('generation', {}))}`",
         "",
-        *judge_lines(rows),
+        *judge_lines(rows, meta.get("judges")),
         "",
         "ASR = share of harmful behaviours answered (any variant); refusal_rate on benign prompts = over-refusal; "
         "misclassification = (harmful answered + benign refused) / total; nonsense_rate = answers that are "
