@@ -19,6 +19,17 @@ DataDirOption = typer.Option(
 )
 
 
+ReportToOption = typer.Option(None, "--report-to", help="Comma list of experiment trackers, as transformers' "
+                              "report_to: tensorboard (in RUN/runs/), wandb, trackio, mlflow, ... or none.")
+
+
+def parse_trackers(value: str | None) -> list[str] | None:
+    """'tensorboard,wandb' -> ['tensorboard', 'wandb']; 'none' -> []; None (not given) -> None."""
+    if value is None:
+        return None
+    return [t.strip() for t in value.split(",") if t.strip() not in ("", "none")]
+
+
 def existing_file(path: Path, what: str = "file") -> Path:
     from lpa.errors import LpaError
 

@@ -10,7 +10,14 @@ from typing import Any
 
 import typer
 
-from lpa.cli.common import AdapterOption, DeviceOption, DtypeOption, ModelOption
+from lpa.cli.common import (
+    AdapterOption,
+    DeviceOption,
+    DtypeOption,
+    ModelOption,
+    ReportToOption,
+    parse_trackers,
+)
 
 persona_app = typer.Typer(help="Persona vectors: extract, steer, monitor, screen data, preventative fine-tuning.",
                           no_args_is_help=True)
@@ -286,8 +293,7 @@ def finetune_cmd(
     seeds: str = typer.Option("0", help="Comma list of seeds for --compare (plain and preventative once per seed)."),
     mmlu: int = typer.Option(0, help="MMLU questions scored by log-likelihood per model in --compare (0 = skip)."),
     max_new_tokens: int = typer.Option(64, help="Answer length for the trait score (--compare)."),
-    report_to: str | None = typer.Option(None, "--report-to", help="Comma list of experiment trackers, as transformers' "
-                                         "report_to: tensorboard, wandb, trackio, mlflow, ... or none."),
+    report_to: str | None = ReportToOption,
     judge: str = JudgeOption,
     judge_url: str | None = JudgeUrlOption,
     judge_model: str | None = JudgeModelOption,
@@ -306,7 +312,7 @@ def finetune_cmd(
 
     vec = load_vector(_vector_path(trait, vector))
     rows = read_sft_rows(data)
-    trackers = [t.strip() for t in (report_to or "").split(",") if t.strip() not in ("", "none")]
+    trackers = parse_trackers(report_to) or []
     config = FinetuneConfig(epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size, lora_r=lora_r,
                             preventative=preventative, coef=coef, layer=layer, report_to=trackers)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lpa.cli.common import ConfigOption, SetOption
+from lpa.cli.common import ConfigOption, ReportToOption, SetOption, parse_trackers
 
 
 def register(app: typer.Typer) -> None:
@@ -26,8 +26,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(None, "--batch-size", help="Pair examples per step."),
         device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
         data_dir: str = typer.Option(None, "--data-dir", help="Folder for relative data paths (default $LPA_DATA_DIR)."),
-        report_to: str = typer.Option(None, "--report-to", help="Comma list of experiment trackers, as transformers' "
-                                      "report_to: tensorboard (in RUN/runs/), wandb, trackio, mlflow, ... or none."),
+        report_to: str = ReportToOption,
         config: Path = ConfigOption,
         overrides: list[str] = SetOption,
     ) -> None:
@@ -38,7 +37,7 @@ def register(app: typer.Typer) -> None:
         """
         from lpa.training import build_train_config, train
 
-        trackers = None if report_to is None else [t.strip() for t in report_to.split(",") if t.strip() not in ("", "none")]
+        trackers = parse_trackers(report_to)
         fields = dict(method=method, model=model, traits=traits, layout=layout, preset=preset, out=str(out) if out else None,
                       steps=steps, seed=seed, batch_size=batch_size, device=device, data_dir=data_dir, report_to=trackers)
         cfg = build_train_config(config, overrides, **fields)
