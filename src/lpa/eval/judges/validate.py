@@ -260,6 +260,56 @@ def validation_table(results: Sequence[JudgeValidation]) -> str:
     return markdown_table(header, body)
 
 
+GROUP_FIELDS: tuple[str, ...] = ("source", "model", "adapter", "method", "seed", "benchmark", "attack",
+                                  "request_label", "label")
+
+
+def row_group(row: GoldRow, field: str) -> str:
+    """A row's value of a gold field; ``source`` is ``model / method`` (else the adapter, else ``base``)."""
+    from lpa.errors import LpaError
+
+    if field not in GROUP_FIELDS:
+        raise LpaError(f"Unknown breakdown field {field!r}. Valid choices: {', '.join(GROUP_FIELDS)}.")
+    extra = row.model_extra or {}
+    if field == "source":
+        return f"{row.model or '?'} / {extra.get('method') or row.adapter or 'base'}"
+    value = getattr(row, field, None) if field in GoldRow.model_fields else extra.get(field)
+    return "–" if value is None else str(value)
+
+
+def breakdown(rows: Sequence[GoldRow], results: Sequence[JudgeValidation], field: str, *, n_boot: int = 1000,
+              seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Per value of ``field``: n and, per judge, κ (3-class and complied-vs-not) with bootstrap CIs.
+
+    Uses the predictions already in ``results`` (nothing is judged again), so a per-source table
+    costs no judge time.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row_group(row, field), []).append(i)
+    out: dict[str, dict[str, Any]] = {}
+    for key in sorted(groups):
+        idx = groups[key]
+        sub = [rows[i] for i in idx]
+        per_judge = {}
+        for result in results:
+            stats = agreement(sub, [result.extra["predictions"][i] for i in idx], n_boot, seed)
+            per_judge[result.judge] = {"kappa": asdict(stats["kappa"]), "kappa_binary": asdict(stats["kappa_binary"])}
+        out[key] = {"n": len(idx), "judges": per_judge}
+    return out
+
+
+def breakdown_table(table: dict[str, dict[str, Any]], field: str) -> str:
+    """Markdown: one line per group, κ (3-class) and κ (complied vs not) per judge."""
+    from lpa.report.tables import markdown_table
+
+    judges = list(next(iter(table.values()))["judges"]) if table else []
+    header = [field, "n", *[f"{j} {k}" for j in judges for k in ("κ (3-class)", "κ (complied vs not)")]]
+    body = [[key, str(entry["n"]), *[Stat(**entry["judges"][j][k]).text() for j in judges
+                                     for k in ("kappa", "kappa_binary")]] for key, entry in table.items()]
+    return markdown_table(header, body)
+
+
 def confusion_text(result: JudgeValidation) -> str:
     from lpa.report.tables import markdown_table
 
