@@ -245,6 +245,9 @@ def test_refitting_the_trained_judge_changes_its_cache_key(tmp_path):
     assert create(JUDGES, f"trained:weights={path}").spec()["weights_sha256"] != spec["weights_sha256"]
     cascade = create(JUDGES, {"name": "cascade", "args": {"fallback": f"trained:weights={path}"}}).spec()
     assert cascade["fallback"]["weights_sha256"] != spec["weights_sha256"]
+    from lpa.eval.judges.cascade import RULES_VERSION
+
+    assert cascade["rules_version"] == RULES_VERSION  # a rule change re-judges too
 
 
 def test_kappa_is_shown_only_for_the_validated_judge_version():
@@ -256,6 +259,9 @@ def test_kappa_is_shown_only_for_the_validated_judge_version():
     installed = create(JUDGES, "trained").spec()
     assert shipped_validation()["trained"]["spec"] == installed  # the shipped κ belongs to the shipped weights
     assert kappa_note("trained").startswith("κ=")
+    default = create(JUDGES, DEFAULT_JUDGE).spec()
+    assert shipped_validation()[DEFAULT_JUDGE]["spec"] == default  # the default's κ, with its rules and weights
+    assert kappa_note(DEFAULT_JUDGE, default).startswith("κ=")
     assert kappa_note("trained", installed) == kappa_note("trained")
     older = {**installed, "weights_sha256": "0000000000000000"}  # verdicts of a judge before a refit
     assert "not measured" in kappa_note("trained", older)
