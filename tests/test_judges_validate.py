@@ -182,6 +182,10 @@ def test_sample_a_run_and_add_rows_without_moving_existing_splits(tmp_path):
     picked = stratified_sample(rows, 4, exclude=[known])
     assert len(picked) == 4 and {r["attack"] for r in picked} == {"direct", "prefill"}  # round-robin over cells
     assert all((r["request"], r["answer"]) != (known.request, known.answer) for r in picked)
+    other_run = GoldRow(id=rows[1]["id"], request=rows[1]["request"], answer="another answer", label="refused",
+                        request_label=rows[1]["request_label"])  # same method/seed/sample, another experiment
+    renamed = [r for r in stratified_sample(rows, 12, exclude=[other_run]) if r["answer"] == rows[1]["answer"]]
+    assert renamed[0]["id"].startswith(rows[1]["id"] + "@") and rows[1]["id"] == other_run.id
     new = [GoldRow(**{**r, "label": "complied"}) for r in rows[1:]]
     merged = extend_split([known], new)
     assert merged[0].split == "test" and all(r.split in ("dev", "test") for r in merged)
