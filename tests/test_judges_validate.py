@@ -53,6 +53,7 @@ def test_keyword_validation_counts_nonsense_as_disagreement():
     assert result.refused_recall_benign.value == 1.0
     assert result.n == 6 and result.errors == 0 and result.seconds_per_100 >= 0
     assert json.dumps(result.as_dict())  # JSON-serialisable
+    assert len(result.extra["scores"]) == 6  # kept per row, for threshold studies without re-judging
 
 
 def test_errors_count_as_disagreement_and_bootstrap_brackets_the_point():

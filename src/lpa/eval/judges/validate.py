@@ -165,8 +165,9 @@ def _default_loader(model: str, adapter: str | None) -> tuple[Any, Any]:
 
 
 def run_judge(judge: Judge, rows: Sequence[GoldRow], batch_size: int = 64,
-              loader: ModelLoader | None = None) -> tuple[list[str], float]:
-    """Gold-class predictions for every row and the seconds spent judging (model loading excluded).
+              loader: ModelLoader | None = None) -> tuple[list[str], float, list[float | None]]:
+    """Gold-class predictions for every row, the seconds spent judging (model loading excluded) and
+    each verdict's score (None where the judge has none), so a threshold can be studied without re-judging.
 
     Judges that need the evaluated model (the refusal probe) get the model that wrote each row,
     loaded once per (model, adapter).
@@ -177,6 +178,7 @@ def run_judge(judge: Judge, rows: Sequence[GoldRow], batch_size: int = 64,
         key = (row.model, row.adapter) if judge.needs_model else (None, None)
         groups.setdefault(key, []).append(i)
     pred: list[str] = [ERROR] * len(rows)
+    scores: list[float | None] = [None] * len(rows)
     seconds = 0.0
     for (model_spec, adapter), indices in groups.items():
         model = tokenizer = None
@@ -195,7 +197,8 @@ def run_judge(judge: Judge, rows: Sequence[GoldRow], batch_size: int = 64,
             seconds += time.perf_counter() - began
             for i, verdict in zip(indices[start : start + batch_size], verdicts, strict=True):
                 pred[i] = to_gold_label(verdict.label, verdict.error)
-    return pred, seconds
+                scores[i] = verdict.score
+    return pred, seconds, scores
 
 
 def validate_judge(judge: Judge | str | dict[str, Any], rows: Sequence[GoldRow], *, n_boot: int = 1000,
@@ -205,12 +208,12 @@ def validate_judge(judge: Judge | str | dict[str, Any], rows: Sequence[GoldRow],
 
     judge = judge if isinstance(judge, Judge) else create(JUDGES, judge)
     clear_cache()  # no judge is timed on embeddings another judge computed
-    pred, seconds = run_judge(judge, rows, loader=loader)
+    pred, seconds, scores = run_judge(judge, rows, loader=loader)
     stats = agreement(rows, pred, n_boot, seed)
     return JudgeValidation(
         judge=judge.name, spec=judge.spec(), n=len(rows), errors=sum(p == ERROR for p in pred),
         confusion=confusion_matrix(rows, pred), seconds_per_100=100 * seconds / max(len(rows), 1),
-        extra={"predictions": pred}, **stats,
+        extra={"predictions": pred, "scores": scores}, **stats,
     )
 
 
