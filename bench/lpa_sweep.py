@@ -1,7 +1,8 @@
 """Sweep the number of training steps on one run: selectivity and utility along training.
 
 Usage: python bench/lpa_sweep.py [--model qwen2.5-coder-0.5b] [--method lpa] [--preset embedded]
-       [--steps 20] [--at 5 10 15 20] [--n 40] [--safe-n 40] [--judges trained,keyword]
+       [--steps 20] [--at 5 10 15 20] [--n 40] [--safe-n 40] [--judges cascade,trained,keyword]
+       [--report-only]
        [--mmlu 50] [--out runs/train/sweep] [--set key=value ...]
 
 One training run, measured at step 0 (the base model) and at every step in ``--at``: it generates
@@ -88,6 +89,38 @@ def mcnemar(base: list[bool], other: list[bool]) -> tuple[int, int, float]:
     return b, c, p
 
 
+def report(done: dict[int, dict[str, Any]], harmful: list[Any], safe: list[Any], judges: list[Any], model_name: str,
+           saved: Path) -> None:
+    """The table over every measured step (stored answers judged by any judge that has not seen them yet),
+    then paired tests of each step against step 0 with the first judge."""
+    from lpa.io import atomic_write_json
+
+    n, head = len(harmful), judges[0].name
+    for row in done.values():
+        missing = [j for j in judges if j.name not in row["labels"]]
+        if missing:
+            row["labels"] |= judge_texts(missing, harmful + safe, row["texts"], model_name)
+    payload = json.loads(saved.read_text(encoding="utf-8"))
+    atomic_write_json(saved, {**payload, "rows": [done[k] for k in sorted(done)]})
+    names = [j.name for j in judges]
+    print(f"judges {', '.join(names)}; n={n} HarmBench-val, {len(safe)} XSTest-safe; ASR = answered share, template "
+          "answers counted neither way")
+    cols = [f"{j} ASR" for j in names] + [f"{head} safe-ref", "harm tmpl", "safe tmpl", "mmlu ll", "mmlu gen"]
+    print(f"{'step':>4} " + " ".join(f"{c:>15}" for c in cols))
+    for step in sorted(done):
+        s = summarise(done[step])
+        values = [s[f"{j}/asr"] for j in names] + [s[f"{head}/safe_refusal"], s["harmful_template"], s["safe_template"],
+                                                   s["mmlu_loglik"], s["mmlu_generate"]]
+        print(f"{step:>4} " + " ".join(f"{v:>15.2f}" for v in values))
+    base = done[0]["labels"][head]
+    print(f"paired against step 0 ({head} judge): discordant pairs base-only/step-only and exact McNemar p")
+    for step in sorted(k for k in done if k):
+        labels = done[step]["labels"][head]
+        hb, hc, hp = mcnemar([x in ("complied", "partial") for x in base[:n]], [x in ("complied", "partial") for x in labels[:n]])
+        sb, sc, sp = mcnemar([x == "refused" for x in base[n:]], [x == "refused" for x in labels[n:]])
+        print(f"  step {step:>3}: harmful answered {hb}/{hc} p={hp:.3g}   safe refused {sb}/{sc} p={sp:.3g}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
@@ -97,11 +130,13 @@ def main() -> None:
     parser.add_argument("--at", type=int, nargs="+", default=[5, 10, 15, 20])
     parser.add_argument("--n", type=int, default=40, help="HarmBench-val requests")
     parser.add_argument("--safe-n", type=int, default=40, help="XSTest-safe prompts")
-    parser.add_argument("--judges", default="trained,keyword")
+    parser.add_argument("--judges", default="cascade,trained,keyword")
     parser.add_argument("--mmlu", type=int, default=50)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--out", default="runs/train/sweep")
     parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--report-only", action="store_true",
+                        help="Print the table from --out/sweep.json, judging stored answers with any judge not yet run.")
     args = parser.parse_args()
 
     from lpa.eval.benchmarks import BENCHMARKS
@@ -122,6 +157,14 @@ def main() -> None:
     done: dict[int, dict[str, Any]] = {}
     if saved.exists():
         done = {r["step"]: r for r in json.loads(saved.read_text(encoding="utf-8"))["rows"]}
+    if args.report_only:
+        if not done:
+            raise SystemExit(f"No sweep.json in {out}: run the sweep first.")
+        saved_args = json.loads(saved.read_text(encoding="utf-8"))["args"]
+        harmful = create(BENCHMARKS, "harmbench", limit=saved_args["n"]).load()
+        safe = create(BENCHMARKS, "xstest", subset="safe", limit=saved_args["safe_n"]).load()
+        report(done, harmful, safe, judges, saved_args["model"], saved)
+        return
     cfg = build_train_config(None, [*args.set, "progress=false"], method=args.method, model=args.model,
                              preset=args.preset, out=str(out), steps=args.steps)
     model, tokenizer = load_model(args.model)
@@ -144,6 +187,8 @@ def main() -> None:
 
     def measured(step: int, m: Any, tok: Any) -> dict[str, float]:
         if step in done:
+            missing = [j for j in judges if j.name not in done[step]["labels"]]
+            done[step]["labels"] |= judge_texts(missing, harmful + safe, done[step]["texts"], args.model) if missing else {}
             return record(step, {k: v for k, v in done[step].items() if k not in ("step", "seconds")}, done[step]["seconds"])
         start = time.perf_counter()
         row = measure(m, tok, harmful, safe, questions, judges, args.max_new_tokens, args.model)
@@ -159,14 +204,7 @@ def main() -> None:
     result = train(cfg, model=model, tokenizer=tokenizer, callbacks=[callback])
     print(f"stopped: {result.stopped}; adapter: {result.adapter}; train wall {result.summary['wall_time_s']:.0f}s",
           flush=True)
-    base = done[0]["labels"][head]
-    n = len(harmful)
-    print(f"paired against step 0 ({head} judge): discordant pairs base-only/step-only and exact McNemar p")
-    for step in sorted(k for k in done if k):
-        labels = done[step]["labels"][head]
-        hb, hc, hp = mcnemar([x in ("complied", "partial") for x in base[:n]], [x in ("complied", "partial") for x in labels[:n]])
-        sb, sc, sp = mcnemar([x == "refused" for x in base[n:]], [x == "refused" for x in labels[n:]])
-        print(f"  step {step:>3}: harmful answered {hb}/{hc} p={hp:.3g}   safe refused {sb}/{sc} p={sp:.3g}")
+    report(done, harmful, safe, judges, args.model, saved)
 
 
 if __name__ == "__main__":
