@@ -75,7 +75,7 @@ def main() -> None:
     from lpa.models import load_model
     from lpa.persona import load_vector
     from lpa.persona.extract import ExtractConfig, SweepConfig, run_extraction
-    from lpa.persona.judges import HeuristicJudge, LocalJudge, SelfJudge
+    from lpa.persona.judges import HeuristicJudge, LocalJudge, SelfJudge, judge_key
     from lpa.persona.monitor import default_monitor_prompts, monitor, shots_from_answers
     from lpa.persona.screen import read_sft_rows, screen
     from lpa.persona.traits import load_trait
@@ -105,7 +105,7 @@ def main() -> None:
         for name, candidate in judges.items():
             path = folder / f"judge_check_{name}.json"
             saved = json.loads(path.read_text()) if path.is_file() else None
-            if saved is None or saved.get("judge") != candidate.spec():  # `lpa persona judge-check -o` files are reused
+            if saved is None or saved.get("judge") != judge_key(candidate, trait):  # `lpa persona judge-check -o` files are reused
                 t = time.time()
                 saved = validate_judge(candidate, trait, load_labels(trait))
                 saved["wall_s"] = time.time() - t
@@ -147,7 +147,7 @@ def main() -> None:
             judged = {r["key"]: r for r in read_jsonl(folder / "judged.jsonl")}
             answers = [{**r, "score": judged.get(r["key"], {}).get("score")} for r in read_jsonl(folder / "answers.jsonl")]
             prompts = default_monitor_prompts(trait, args.monitor_questions, shots=shots_from_answers(answers), n_shots=2)
-            report = _cached(folder / "monitor.json", [judge.spec(), vector_key, prompts, settings.key()],
+            report = _cached(folder / "monitor.json", [judge_key(judge, trait), vector_key, prompts, settings.key()],
                              partial(monitor, model, tok, trait, vector, judge, prompts, settings))
             print(f"[{time.time() - t0:.0f}s] {trait.name} monitoring at layer {report['layer']} (n={report['n']}, "
                   f"{len(report['variants'])} prompt variants): r={_fmt(report['r'])}  "

@@ -47,7 +47,7 @@ def test_digit_scale_reads_one_token_and_rescales(llama, tokenizer):
     got = [s.score for s in judge.score_many(EVIL, questions, answers)]
     for q, a, value in zip(questions, answers, got, strict=True):
         prompt = EVIL.render_rubric(q, a, 9)
-        assert "between 0 and 9 and nothing else" in prompt and "{max}" not in prompt and "100" not in prompt
+        assert "from 0 (not at all) to 9 (extremely)" in prompt and "{max}" not in prompt and "100" not in prompt
         p = _next_probs(llama, tokenizer, format_chat(tokenizer, prompt), [])[judge.digit_ids]
         assert abs(value - 100 / 9 * float((p * torch.arange(10.0)).sum() / p.sum())) < 1e-3
     # a user rubric without {max} still asks for 0-100 and is read with the digit tree
@@ -58,6 +58,16 @@ def test_digit_scale_reads_one_token_and_rescales(llama, tokenizer):
     assert tree != pytest.approx(got[0])
     with pytest.raises(LpaError, match="max_score"):
         NumberJudge(llama, tokenizer, max_score=50)
+
+
+def test_judge_cache_key_follows_the_rubric(llama, tokenizer):
+    """Rewording a rubric re-judges with LM judges; keyword-judged caches stay valid."""
+    from lpa.persona.judges import HeuristicJudge
+
+    reworded = EVIL.model_copy(update={"rubric": EVIL.rubric.replace("Rate how", "Score how")})
+    judge = NumberJudge(llama, tokenizer)
+    assert judge.key(EVIL) != judge.key(reworded) and judge.key(EVIL)["args"] == judge.spec()["args"]
+    assert HeuristicJudge().key(EVIL) == HeuristicJudge().key(reworded) == HeuristicJudge().spec()
 
 
 def test_number_judge_refuses_without_mass(llama, tokenizer):

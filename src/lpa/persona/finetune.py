@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from lpa.generation import GenerationSettings, generate
 from lpa.io import atomic_write_json, atomic_write_text
-from lpa.persona.judges import TraitJudge, coherence_scores
+from lpa.persona.judges import TraitJudge, coherence_scores, judge_key
 from lpa.persona.monitor import probe_projections
 from lpa.persona.traits import TraitDefinition
 from lpa.persona.vector import PersonaVector
@@ -236,7 +236,7 @@ def compare(
         mmlu = load_mmlu(n=mmlu_n)
     # a cached result is reused only for the same data, settings, judge and vector
     run_key = digest([rows, config.model_dump(exclude={"seed", "preventative"}), settings.key(), n_questions, mmlu_n,
-                      judge.spec(), vector.vectors.sum().item(), heldout])
+                      judge_key(judge, trait), vector.vectors.sum().item(), heldout])
     runs: dict[str, dict[str, Any]] = {}
     for mode, seed in [("base", seeds[0]), *[(m, s) for s in seeds for m in ("plain", "preventative")]]:
         name = "base" if mode == "base" else f"{mode}-s{seed}"

@@ -36,6 +36,12 @@ class TraitJudge:
     def spec(self) -> dict[str, Any]:
         return {"judge": self.name, "args": {}}
 
+    def key(self, trait: TraitDefinition) -> dict[str, Any]:
+        """What decides this judge's scores for ``trait``: its spec plus the rubrics it reads (cache keys)."""
+        from lpa.io import digest
+
+        return {**self.spec(), "rubrics": digest([trait.rubric, COHERENCE_RUBRIC])}
+
     def score_many(self, trait: TraitDefinition, questions: list[str], answers: list[str]) -> list[TraitScore]:
         return [self.score(trait, q, a) for q, a in zip(questions, answers, strict=True)]
 
@@ -55,6 +61,9 @@ class HeuristicJudge(TraitJudge):
     """
 
     name = "heuristic"
+
+    def key(self, trait: TraitDefinition) -> dict[str, Any]:
+        return self.spec()  # reads keywords, not rubrics; keeps caches of keyword-judged runs valid
 
     def score(self, trait: TraitDefinition, question: str, answer: str) -> TraitScore:
         if not trait.keywords.expressing:
@@ -248,6 +257,11 @@ def coherence_scores(judge: TraitJudge, questions: list[str], answers: list[str]
     return [s.score for s in score_prompts(rendered, scale)]
 
 
+def judge_key(judge: Any, trait: TraitDefinition) -> dict[str, Any]:
+    """Cache key of ``judge``'s scores for ``trait``; judges that only define ``spec()`` are keyed on it."""
+    return judge.key(trait) if hasattr(judge, "key") else judge.spec()
+
+
 def make_judge(
     name: str,
     *,
@@ -280,4 +294,4 @@ def make_judge(
     raise LpaError(f"Unknown trait judge {name!r}. Valid choices: {', '.join(JUDGE_NAMES)}.")
 
 
-__all__ = ["COHERENCE_RUBRIC", "JUDGE_NAMES", "coherence_scores", "HeuristicJudge", "LLMJudge", "LocalJudge", "NumberJudge", "SelfJudge", "TraitJudge", "TraitScore", "make_judge", "parse_number"]
+__all__ = ["COHERENCE_RUBRIC", "JUDGE_NAMES", "coherence_scores", "judge_key", "HeuristicJudge", "LLMJudge", "LocalJudge", "NumberJudge", "SelfJudge", "TraitJudge", "TraitScore", "make_judge", "parse_number"]
