@@ -57,6 +57,7 @@ def main() -> None:
                         help="local: --judge-model judges; self: the studied model judges itself (3x cheaper for 0.5B vs "
                              "1.5B); heuristic: the trait's keyword lexicon (free); auto: per trait, whichever of the three "
                              "agrees best (Pearson r) with the hand labels.")
+    parser.add_argument("--candidates", default="heuristic,self,local", help="Judges --judge auto chooses from.")
     parser.add_argument("--judged-coherence", action="store_true", help="Also judge coherence 0-100 in the sweep (2x judge calls).")
     parser.add_argument("--stages", default="extract,monitor,screen", help="Judge checks always run (cached).")
     parser.add_argument("--pairs", type=int, default=3)
@@ -85,7 +86,7 @@ def main() -> None:
     stages = set(args.stages.split(","))
     t0 = time.time()
     model, tok = load_model(args.model, device="cpu")
-    names = ["heuristic", "self", "local"] if args.judge == "auto" else [args.judge]
+    names = args.candidates.split(",") if args.judge == "auto" else [args.judge]
     judges: dict[str, Any] = {}
     for name in names:
         if name == "heuristic":
