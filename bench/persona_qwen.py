@@ -113,7 +113,7 @@ def main() -> None:
                 atomic_write_json(path, saved)
             checks[name] = saved
             print(f"[{time.time() - t0:.0f}s] {trait.name}: judge {labels[name]} vs {builtin_labels_path(trait.name).name}: "
-                  f"{_agreement(saved)} ({_fmt(saved.get('wall_s'), '.0f')}s)", flush=True)
+                  f"{_agreement(saved)}" + (f" ({saved['wall_s']:.0f}s)" if saved.get("wall_s") else ""), flush=True)
         name = max(checks, key=lambda n: -2.0 if checks[n]["pearson_r"] is None or checks[n]["pearson_r"] != checks[n]["pearson_r"]
                    else checks[n]["pearson_r"])
         judge, agree = judges[name], f"judge {labels[name]}: {_agreement(checks[name])}"
