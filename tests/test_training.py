@@ -170,6 +170,16 @@ def test_guard_stops_on_collapse_and_keeps_last_good(tmp_path):
     assert all(float(p.abs().max()) == 0 for p in lora_b)  # the last good adapter is the step-0 one
 
 
+def test_over_refusal_is_reported_and_stops_only_when_asked(tmp_path):
+    sets = ["guard.every=2", "guard.max_refusal=-1", "guard.n_prompts=2", "guard.max_new_tokens=4"]
+    result = train(_config(tmp_path / "report", steps=2, sets=sets), model=tiny_model("llama"), tokenizer=tiny_tokenizer())
+    assert result.stopped is None and result.steps_done == 2
+    assert result.summary["guard_warnings"] and "borderline/refusal_rate" in result.summary["guard_warnings"][0]
+    strict = _config(tmp_path / "stop", steps=2, sets=[*sets, "guard.stop_on_over_refusal=true"])
+    result = train(strict, model=tiny_model("llama"), tokenizer=tiny_tokenizer())
+    assert result.stopped and "everyday/refusal_rate" in result.stopped and "guard_warnings" not in result.summary
+
+
 def test_config_validation(tmp_path):
     assert {"lpa", "sft"} <= set(METHODS.names())
     with pytest.raises(LpaError, match="unknown loss"):

@@ -48,13 +48,26 @@ def validate_command(
     confusion: bool = typer.Option(True, "--confusion/--no-confusion", help="Print each judge's confusion matrix."),
     adapters: Path | None = typer.Option(None, "--adapters", help="Folder holding the gold rows' adapters "
                                          "(NAME/adapter); only the refusal probe needs them."),
+    by: str | None = typer.Option(None, "--by", help="Also print κ per value of these gold fields (comma list; "
+                                  "'source' = model / method), from the same verdicts."),
 ) -> None:
     """Accuracy, Cohen's kappa, confusion, P/R of complied (harmful) and refused (benign), s/100, with CIs."""
     from lpa.eval.judges.gold import load_gold
-    from lpa.eval.judges.validate import confusion_text, model_loader, validate_judge, validation_table
+    from lpa.eval.judges.validate import (
+        breakdown,
+        breakdown_table,
+        confusion_text,
+        model_loader,
+        row_group,
+        validate_judge,
+        validation_table,
+    )
     from lpa.io import atomic_write_json
 
     rows = load_gold(gold, split)
+    fields = [f.strip() for f in by.split(",") if f.strip()] if by else []
+    for field in fields:
+        row_group(rows[0], field)  # an unknown field fails before any judge runs
     results = []
     for spec in split_specs(judge):
         result = validate_judge(spec, rows, n_boot=bootstrap, seed=seed,
@@ -67,9 +80,12 @@ def validate_command(
     if confusion:
         for result in results:
             print("\n" + confusion_text(result))
+    tables = {field: breakdown(rows, results, field, n_boot=bootstrap, seed=seed) for field in fields}
+    for field, table in tables.items():
+        print(f"\nBy {field}:\n\n" + breakdown_table(table, field))
     if out is not None:
-        atomic_write_json(out, {"gold": str(gold), "split": split, "n": len(rows),
-                                "ids": [r.id for r in rows], "judges": [r.as_dict() for r in results]})
+        atomic_write_json(out, {"gold": str(gold), "split": split, "n": len(rows), "ids": [r.id for r in rows],
+                                "judges": [r.as_dict() for r in results], **({"by": tables} if tables else {})})
         print(f"\nWrote {out}")
 
 

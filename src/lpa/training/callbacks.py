@@ -9,6 +9,7 @@ Trainer logs, after the numeric values went to ``report_to`` (TensorBoard, W&B, 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,8 @@ import torch
 from transformers import TrainerCallback
 
 from lpa.io import append_jsonl, atomic_write_text, read_jsonl
+
+logger = logging.getLogger(__name__)
 
 UserCallback = Callable[[int, Any, Any, Any], "dict[str, float] | None"]
 
@@ -53,6 +56,11 @@ class CollapseGuard(LpaCallback):
         result = self._check()
         t.row.update({f"guard/{k}": v for k, v in result.stats.items()}, guard_collapsed=result.collapsed,
                      guard_texts=result.texts)
+        if result.warnings:
+            t.row["guard_warnings"] = result.warnings
+            t.lat.guard_warnings.append(f"step {step}: {', '.join(result.warnings)}")
+            logger.warning("Guard at step %d: over-refusal (%s); training goes on (guard.stop_on_over_refusal=false), "
+                           "the evaluation measures it.", step, ", ".join(result.warnings))
         if result.collapsed and g.stop_on_collapse:
             t.stopped = f"collapse at step {step}: {', '.join(result.reasons)}"
             control.should_training_stop = True

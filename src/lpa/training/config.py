@@ -110,8 +110,15 @@ class GuardSettings(_Strict):
     )
     max_empty: float = Field(0.5, description="Collapse if more answers than this are empty.")
     min_distinct_2: float = Field(0.3, description="Collapse if the mean distinct-2 falls below this.")
-    max_refusal: float = Field(0.75, description="Collapse if more everyday/borderline answers than this are refusals.")
+    max_refusal: float = Field(
+        0.75, description="Over-refusal if more everyday/borderline answers than this are refusals (reported; stops "
+        "the run only with stop_on_over_refusal)."
+    )
     stop_on_collapse: bool = Field(True, description="Stop early and keep the last good adapter on collapse.")
+    stop_on_over_refusal: bool = Field(
+        False, description="Treat over-refusal as a collapse. Off by default: over-refusal is a cost the evaluation "
+        "measures (XSTest), while a collapsed model (template answers, empty, loops) leaves nothing to judge."
+    )
 
 
 class MonitorSettings(_Strict):

@@ -11,7 +11,7 @@ statistics are the ones the evaluation reports use (``lpa.coherence``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lpa.coherence import coherence_stats
@@ -24,11 +24,18 @@ class GuardResult:
     collapsed: bool
     reasons: list[str]
     texts: list[str]
+    warnings: list[str] = field(default_factory=list)  # over-refusal, when it does not stop the run
 
 
 def check(stats: dict[str, float], settings: GuardSettings, groups: list[str] | None = None) -> list[str]:
-    """The thresholds that ``stats`` violates (empty list = healthy)."""
-    groups = groups or []
+    """The thresholds that ``stats`` violates (empty list = healthy), over-refusal included."""
+    collapse, over_refusal = _violations(stats, settings, groups or [])
+    return collapse + over_refusal
+
+
+def _violations(stats: dict[str, float], settings: GuardSettings, groups: list[str]) -> tuple[list[str], list[str]]:
+    """(collapse reasons, over-refusal reasons).  Over-refusal is kept apart because a model that
+    refuses too much can still be evaluated (that cost is what XSTest measures), a collapsed one cannot."""
     rules = [
         ("template_leak_rate", stats["template_leak_rate"] > settings.max_template_leak),
         ("empty_rate", stats["empty_rate"] > settings.max_empty),
@@ -36,10 +43,10 @@ def check(stats: dict[str, float], settings: GuardSettings, groups: list[str] | 
     ]
     rules += [(f"{g}/template_leak_rate", stats[f"{g}/template_leak_rate"] > settings.max_template_leak) for g in groups]
     # refusals are expected on harmful-looking prompts; on the others they mean over-refusal
-    rules += [(f"{g}/refusal_rate", stats[f"{g}/refusal_rate"] > settings.max_refusal) for g in groups if g != "harmful"]
+    refusal = [(f"{g}/refusal_rate", stats[f"{g}/refusal_rate"] > settings.max_refusal) for g in groups if g != "harmful"]
     if not groups:
-        rules.append(("refusal_rate", stats["refusal_rate"] > settings.max_refusal))
-    return [name for name, bad in rules if bad]
+        refusal.append(("refusal_rate", stats["refusal_rate"] > settings.max_refusal))
+    return [name for name, bad in rules if bad], [name for name, bad in refusal if bad]
 
 
 def run_guard(
@@ -62,8 +69,10 @@ def run_guard(
     for group, items in grouped.items():
         stats |= _stats(texts[start : start + len(items)], templates, prefix=f"{group}/")
         start += len(items)
-    reasons = check(stats, settings, list(grouped))
-    return GuardResult(stats, bool(reasons), reasons, texts)
+    collapse, over_refusal = _violations(stats, settings, list(grouped))
+    if settings.stop_on_over_refusal:
+        collapse, over_refusal = collapse + over_refusal, []
+    return GuardResult(stats, bool(collapse), collapse, texts, over_refusal)
 
 
 def _stats(texts: list[str], templates: list[str], prefix: str = "") -> dict[str, float]:

@@ -31,6 +31,7 @@ class LatState:
     wall: float = 0.0  # seconds spent in training steps (monitors excluded)
     last_good: dict[str, torch.Tensor] | None = None  # LoRA weights at the last healthy guard check
     guard_stats: dict[str, float] | None = None
+    guard_warnings: list[str] = field(default_factory=list)  # "step N: reasons" for over-refusal that did not stop
 
 
 def save(folder: str | Path, state: LatState) -> None:

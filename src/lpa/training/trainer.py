@@ -417,6 +417,8 @@ def _finish(trainer: LatTrainer) -> TrainResult:
         "eps_abs": {str(k): v for k, v in lat.eps.items()}, "token_norms": {str(k): v for k, v in lat.norms.items()},
         "final_guard": lat.guard_stats, "adapter": "adapter",
     }
+    if lat.guard_warnings:
+        summary["guard_warnings"] = lat.guard_warnings
     trainer.accelerator.wait_for_everyone()
     if trainer.args.should_save:
         model = trainer.model

@@ -6,7 +6,7 @@ told otherwise: the best offline judge validated on the shipped gold set (``docs
 
 from lpa.eval.judges.base import JUDGES, Judge, JudgeArgs, register_judge
 
-DEFAULT_JUDGE = "trained"
+DEFAULT_JUDGE = "cascade"
 DEFAULT_JUDGES: tuple[str, ...] = (DEFAULT_JUDGE,)
 
 __all__ = ["DEFAULT_JUDGE", "DEFAULT_JUDGES", "JUDGES", "Judge", "JudgeArgs", "register_judge"]

@@ -170,12 +170,23 @@ def unlabelled_rows(eval_dir: str | Path, data_dir: str | None = None, max_sent:
 
 def stratified_sample(rows: Sequence[dict], n: int, seed: int = 0,
                       exclude: Sequence[GoldRow] = ()) -> list[dict]:
-    """Up to ``n`` rows, round-robin over (method, benchmark, attack) cells, skipping answers already labelled."""
+    """Up to ``n`` rows, round-robin over (method, benchmark, attack) cells, skipping answers already labelled.
+
+    A new answer whose id is taken (the same method and seed in another experiment, e.g. ``make demo``
+    and a study) gets the id plus a hash of its adapter path, so ``lpa judges add`` accepts it.
+    """
+    import hashlib
+
     seen = {(r.request, r.answer) for r in exclude}
+    taken = {r.id for r in exclude}
     cells: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for row in rows:
-        if (row["request"], row["answer"]) not in seen:
-            cells[(str(row.get("method")), str(row["benchmark"]), str(row["attack"]))].append(row)
+        if (row["request"], row["answer"]) in seen:
+            continue
+        if row["id"] in taken:
+            source = str(row.get("adapter") or row.get("model"))
+            row = {**row, "id": f"{row['id']}@{hashlib.sha256(source.encode()).hexdigest()[:8]}"}
+        cells[(str(row.get("method")), str(row["benchmark"]), str(row["attack"]))].append(row)
     rng = random.Random(seed)
     queues = []
     for key in sorted(cells):

@@ -165,8 +165,9 @@ def _default_loader(model: str, adapter: str | None) -> tuple[Any, Any]:
 
 
 def run_judge(judge: Judge, rows: Sequence[GoldRow], batch_size: int = 64,
-              loader: ModelLoader | None = None) -> tuple[list[str], float]:
-    """Gold-class predictions for every row and the seconds spent judging (model loading excluded).
+              loader: ModelLoader | None = None) -> tuple[list[str], float, list[float | None]]:
+    """Gold-class predictions for every row, the seconds spent judging (model loading excluded) and
+    each verdict's score (None where the judge has none), so a threshold can be studied without re-judging.
 
     Judges that need the evaluated model (the refusal probe) get the model that wrote each row,
     loaded once per (model, adapter).
@@ -177,6 +178,7 @@ def run_judge(judge: Judge, rows: Sequence[GoldRow], batch_size: int = 64,
         key = (row.model, row.adapter) if judge.needs_model else (None, None)
         groups.setdefault(key, []).append(i)
     pred: list[str] = [ERROR] * len(rows)
+    scores: list[float | None] = [None] * len(rows)
     seconds = 0.0
     for (model_spec, adapter), indices in groups.items():
         model = tokenizer = None
@@ -195,7 +197,8 @@ def run_judge(judge: Judge, rows: Sequence[GoldRow], batch_size: int = 64,
             seconds += time.perf_counter() - began
             for i, verdict in zip(indices[start : start + batch_size], verdicts, strict=True):
                 pred[i] = to_gold_label(verdict.label, verdict.error)
-    return pred, seconds
+                scores[i] = verdict.score
+    return pred, seconds, scores
 
 
 def validate_judge(judge: Judge | str | dict[str, Any], rows: Sequence[GoldRow], *, n_boot: int = 1000,
@@ -205,12 +208,12 @@ def validate_judge(judge: Judge | str | dict[str, Any], rows: Sequence[GoldRow],
 
     judge = judge if isinstance(judge, Judge) else create(JUDGES, judge)
     clear_cache()  # no judge is timed on embeddings another judge computed
-    pred, seconds = run_judge(judge, rows, loader=loader)
+    pred, seconds, scores = run_judge(judge, rows, loader=loader)
     stats = agreement(rows, pred, n_boot, seed)
     return JudgeValidation(
         judge=judge.name, spec=judge.spec(), n=len(rows), errors=sum(p == ERROR for p in pred),
         confusion=confusion_matrix(rows, pred), seconds_per_100=100 * seconds / max(len(rows), 1),
-        extra={"predictions": pred}, **stats,
+        extra={"predictions": pred, "scores": scores}, **stats,
     )
 
 
@@ -257,6 +260,56 @@ def validation_table(results: Sequence[JudgeValidation]) -> str:
     body = [[r.judge, str(r.n), str(r.errors), r.accuracy.text(), r.kappa.text(), r.kappa_binary.text(),
              r.complied_precision_harmful.text(), r.complied_recall_harmful.text(), r.refused_precision_benign.text(),
              r.refused_recall_benign.text(), _seconds(r.seconds_per_100)] for r in results]
+    return markdown_table(header, body)
+
+
+GROUP_FIELDS: tuple[str, ...] = ("source", "model", "adapter", "method", "seed", "benchmark", "attack",
+                                  "request_label", "label")
+
+
+def row_group(row: GoldRow, field: str) -> str:
+    """A row's value of a gold field; ``source`` is ``model / method`` (else the adapter, else ``base``)."""
+    from lpa.errors import LpaError
+
+    if field not in GROUP_FIELDS:
+        raise LpaError(f"Unknown breakdown field {field!r}. Valid choices: {', '.join(GROUP_FIELDS)}.")
+    extra = row.model_extra or {}
+    if field == "source":
+        return f"{row.model or '?'} / {extra.get('method') or row.adapter or 'base'}"
+    value = getattr(row, field, None) if field in GoldRow.model_fields else extra.get(field)
+    return "–" if value is None else str(value)
+
+
+def breakdown(rows: Sequence[GoldRow], results: Sequence[JudgeValidation], field: str, *, n_boot: int = 1000,
+              seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Per value of ``field``: n and, per judge, κ (3-class and complied-vs-not) with bootstrap CIs.
+
+    Uses the predictions already in ``results`` (nothing is judged again), so a per-source table
+    costs no judge time.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row_group(row, field), []).append(i)
+    out: dict[str, dict[str, Any]] = {}
+    for key in sorted(groups):
+        idx = groups[key]
+        sub = [rows[i] for i in idx]
+        per_judge = {}
+        for result in results:
+            stats = agreement(sub, [result.extra["predictions"][i] for i in idx], n_boot, seed)
+            per_judge[result.judge] = {"kappa": asdict(stats["kappa"]), "kappa_binary": asdict(stats["kappa_binary"])}
+        out[key] = {"n": len(idx), "judges": per_judge}
+    return out
+
+
+def breakdown_table(table: dict[str, dict[str, Any]], field: str) -> str:
+    """Markdown: one line per group, κ (3-class) and κ (complied vs not) per judge."""
+    from lpa.report.tables import markdown_table
+
+    judges = list(next(iter(table.values()))["judges"]) if table else []
+    header = [field, "n", *[f"{j} {k}" for j in judges for k in ("κ (3-class)", "κ (complied vs not)")]]
+    body = [[key, str(entry["n"]), *[Stat(**entry["judges"][j][k]).text() for j in judges
+                                     for k in ("kappa", "kappa_binary")]] for key, entry in table.items()]
     return markdown_table(header, body)
 
 
