@@ -4,10 +4,11 @@ steering sweep with coherence, monitoring with baselines, and data screening wit
     OMP_NUM_THREADS=1 python bench/persona_qwen.py --traits evil,sycophancy,neuroticism \\
         [--model qwen2.5-coder-0.5b] [--judge-model qwen2.5-coder-1.5b] [--out /work/runs/persona/qwen]
 
-Every stage is cached in ``--out/<trait>/`` (answers, judgements, sweep cells, monitor and screen
-reports), so a rerun resumes and only prints.  The judge is the local ``--judge-model`` scoring
-0-100 with the logprob-weighted number trick; its agreement with the built-in hand labels is
-printed first.  Sizes default to what two shared CPU cores finish in about an hour.
+Every stage is cached in ``--out/<trait>/`` (answers, judgements, sweep cells, judge checks, monitor
+and screen reports, each reused only for the same judge spec / vector / sizes), so a rerun resumes
+and only prints.  Each candidate judge's agreement with the built-in hand labels is printed first;
+``--judge auto`` then uses, per trait, the candidate with the highest Pearson r, and that agreement
+is printed beside every trait score.  Sizes default to what two shared CPU cores finish in about an hour.
 """
 
 from __future__ import annotations
@@ -15,12 +16,30 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 
 def _fmt(value: Any, spec: str = ".2f") -> str:
     return "nan" if value is None else format(value, spec)
+
+
+def _cached(path: Path, key: Any, compute: Any) -> dict[str, Any]:
+    """``path``'s report when it was computed for the same ``key``; else compute, time and save it."""
+    from lpa.io import atomic_write_json, digest
+
+    report = json.loads(path.read_text()) if path.is_file() else None
+    if report is None or report.get("cache_key") != digest(key):
+        t = time.time()
+        report = {**compute(), "wall_s": time.time() - t, "cache_key": digest(key)}
+        atomic_write_json(path, report)
+    return report
+
+
+def _agreement(report: dict[str, Any]) -> str:
+    return (f"pearson={_fmt(report['pearson_r'])} spearman={_fmt(report['spearman_r'])} MAE={_fmt(report['mae'], '.1f')} "
+            f"split>=50={_fmt(report['split_agreement'])} n={report['n']} failures={report['failures']}")
 
 
 def _coh(cell: dict[str, Any]) -> float | None:
@@ -34,11 +53,13 @@ def main() -> None:
     parser.add_argument("--traits", default="evil,sycophancy,neuroticism")
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
     parser.add_argument("--judge-model", default="qwen2.5-coder-1.5b")
-    parser.add_argument("--judge", default="local", choices=["local", "self", "heuristic"],
+    parser.add_argument("--judge", default="auto", choices=["auto", "local", "self", "heuristic"],
                         help="local: --judge-model judges; self: the studied model judges itself (3x cheaper for 0.5B vs "
-                             "1.5B); heuristic: the trait's keyword lexicon (free). Pick by the printed agreement.")
+                             "1.5B); heuristic: the trait's keyword lexicon (free); auto: per trait, whichever of the three "
+                             "agrees best (Pearson r) with the hand labels.")
+    parser.add_argument("--candidates", default="heuristic,self,local", help="Judges --judge auto chooses from.")
     parser.add_argument("--judged-coherence", action="store_true", help="Also judge coherence 0-100 in the sweep (2x judge calls).")
-    parser.add_argument("--stages", default="judge,extract,monitor,screen")
+    parser.add_argument("--stages", default="extract,monitor,screen", help="Judge checks always run (cached).")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--questions", type=int, default=4)
     parser.add_argument("--samples", type=int, default=1)
@@ -51,10 +72,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from lpa.generation import GenerationSettings
-    from lpa.io import atomic_write_json
+    from lpa.io import atomic_write_json, read_jsonl
     from lpa.models import load_model
+    from lpa.persona import load_vector
     from lpa.persona.extract import ExtractConfig, SweepConfig, run_extraction
-    from lpa.persona.judges import HeuristicJudge, LocalJudge, SelfJudge
+    from lpa.persona.judges import HeuristicJudge, LocalJudge, SelfJudge, judge_key
     from lpa.persona.monitor import default_monitor_prompts, monitor, shots_from_answers
     from lpa.persona.screen import read_sft_rows, screen
     from lpa.persona.traits import load_trait
@@ -63,38 +85,39 @@ def main() -> None:
     out = Path(args.out)
     stages = set(args.stages.split(","))
     t0 = time.time()
-    model = tok = None
-    if stages - {"judge"} or args.judge == "self":
-        model, tok = load_model(args.model, device="cpu")
-    judge: Any
-    if args.judge == "heuristic":
-        judge, judge_name = HeuristicJudge(), "heuristic (keywords)"
-    elif args.judge == "self":
-        judge = SelfJudge(model, tok, batch_size=args.batch_size)
-        judge_name = f"self ({args.model})"
-    else:
-        judge_lm, judge_tok = load_model(args.judge_model, device="cpu")
-        judge = LocalJudge(judge_lm, judge_tok, batch_size=args.batch_size)
-        judge_name = f"local ({args.judge_model})"
-    print(f"[{time.time() - t0:.0f}s] judge {judge_name} loaded (digit tree: {getattr(judge, 'split_digits', None)})", flush=True)
-    for name in args.traits.split(","):
-        trait = load_trait(name)
+    model, tok = load_model(args.model, device="cpu")
+    names = args.candidates.split(",") if args.judge == "auto" else [args.judge]
+    judges: dict[str, Any] = {}
+    for name in names:
+        if name == "heuristic":
+            judges[name] = HeuristicJudge()
+        elif name == "self":
+            judges[name] = SelfJudge(model, tok, batch_size=args.batch_size)
+        else:
+            judge_lm, judge_tok = load_model(args.judge_model, device="cpu")
+            judges[name] = LocalJudge(judge_lm, judge_tok, batch_size=args.batch_size)
+    labels = {"heuristic": "heuristic (keywords)", "self": f"self ({args.model})", "local": f"local ({args.judge_model})"}
+    print(f"[{time.time() - t0:.0f}s] judges {', '.join(labels[n] for n in names)} loaded", flush=True)
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    for trait_name in args.traits.split(","):
+        trait = load_trait(trait_name)
         folder = out / trait.name
-        if "judge" in stages:
-            path = folder / f"judge_check_{judge.name}.json"
-            report = json.loads(path.read_text()) if path.is_file() else None
-            if report is None:
+        checks = {}
+        for name, candidate in judges.items():
+            path = folder / f"judge_check_{name}.json"
+            saved = json.loads(path.read_text()) if path.is_file() else None
+            if saved is None or saved.get("judge") != judge_key(candidate, trait):  # `lpa persona judge-check -o` files are reused
                 t = time.time()
-                report = validate_judge(judge, trait, load_labels(trait))
-                report["wall_s"] = time.time() - t
-                atomic_write_json(path, report)
-            print(f"[{time.time() - t0:.0f}s] judge {judge_name} agreement {trait.name} ({builtin_labels_path(trait.name).name}, n={report['n']}, "
-                  f"failures={report['failures']}): pearson={_fmt(report['pearson_r'])} spearman={_fmt(report['spearman_r'])} "
-                  f"MAE={_fmt(report['mae'], '.1f')} split>=50 agreement={_fmt(report['split_agreement'])} "
-                  f"({report.get('wall_s', 0):.0f}s)", flush=True)
-        if model is None:
-            continue
-        settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                saved = validate_judge(candidate, trait, load_labels(trait))
+                saved["wall_s"] = time.time() - t
+                atomic_write_json(path, saved)
+            checks[name] = saved
+            print(f"[{time.time() - t0:.0f}s] {trait.name}: judge {labels[name]} vs {builtin_labels_path(trait.name).name}: "
+                  f"{_agreement(saved)}" + (f" ({saved['wall_s']:.0f}s)" if saved.get("wall_s") else ""), flush=True)
+        name = max(checks, key=lambda n: -2.0 if checks[n]["pearson_r"] is None or checks[n]["pearson_r"] != checks[n]["pearson_r"]
+                   else checks[n]["pearson_r"])
+        judge, agree = judges[name], f"judge {labels[name]}: {_agreement(checks[name])}"
+        print(f"  {trait.name}: scores below by {agree}", flush=True)
         config = ExtractConfig(n_pairs=args.pairs, n_questions=args.questions, samples=args.samples,
                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
         sweep = SweepConfig(layers=[int(x) for x in args.layers.split(",")], coefs=[float(c) for c in args.coefs.split(",")],
@@ -109,7 +132,7 @@ def main() -> None:
                 continue
             print(f"[{time.time() - t0:.0f}s] {trait.name} extraction ({time.time() - t:.0f}s): {vector.counts}", flush=True)
             print(f"  sweep (mean judged trait / {'judged coherence' if args.judged_coherence else 'distinct-2 x 100'} over "
-                  f"{args.sweep_questions} eval questions, positions=response, judge {judge_name})")
+                  f"{args.sweep_questions} eval questions, positions=response)")
             print("  layer  |v|     " + "  ".join(f"coef={c:<12g}" for c in sweep.coefs))
             for layer in sweep.layers or []:
                 cells = {r["coef"]: r for r in rows if r["layer"] == layer}
@@ -119,45 +142,31 @@ def main() -> None:
         vector_path = folder / f"{trait.name}.safetensors"
         if not vector_path.is_file():
             continue
-        from lpa.persona import load_vector
-
         vector = load_vector(vector_path)
+        vector_key = [vector.vectors.float().sum().item(), vector.layer]
         if "monitor" in stages:
-            path = folder / "monitor.json"
-            report = json.loads(path.read_text()) if path.is_file() else None
-            if report is None:
-                t = time.time()
-                from lpa.io import read_jsonl
-
-                judged = {r["key"]: r for r in read_jsonl(folder / "judged.jsonl")}
-                answers = [{**r, "score": judged.get(r["key"], {}).get("score")} for r in read_jsonl(folder / "answers.jsonl")]
-                prompts = default_monitor_prompts(trait, args.monitor_questions, shots=shots_from_answers(answers), n_shots=2)
-                report = monitor(model, tok, trait, vector, judge, prompts, settings)
-                report["wall_s"] = time.time() - t
-                atomic_write_json(path, report)
+            judged = {r["key"]: r for r in read_jsonl(folder / "judged.jsonl")}
+            answers = [{**r, "score": judged.get(r["key"], {}).get("score")} for r in read_jsonl(folder / "answers.jsonl")]
+            prompts = default_monitor_prompts(trait, args.monitor_questions, shots=shots_from_answers(answers), n_shots=2)
+            report = _cached(folder / "monitor.json", [judge_key(judge, trait), vector_key, prompts, settings.key()],
+                             partial(monitor, model, tok, trait, vector, judge, prompts, settings))
             print(f"[{time.time() - t0:.0f}s] {trait.name} monitoring at layer {report['layer']} (n={report['n']}, "
-                  f"{len(report['variants'])} prompt variants, judge {judge_name}): r={_fmt(report['r'])}  "
+                  f"{len(report['variants'])} prompt variants): r={_fmt(report['r'])}  "
                   f"random-direction mean|r|={_fmt(report['random_direction_mean_abs_r'])} p={_fmt(report['random_direction_p'], '.3f')}  "
                   f"shuffled-label p95|r|={_fmt(report['shuffled_label_p95_abs_r'])} p={_fmt(report['shuffled_label_p'], '.3f')} "
-                  f"({report.get('wall_s', 0):.0f}s)", flush=True)
+                  f"({report['wall_s']:.0f}s; {agree})", flush=True)
             for variant, v in report["variants"].items():
                 print(f"  {variant:22s} n={v['n']:<3d} projection={v['projection']:+8.3f} score={v['score']:5.1f}")
-        if "screen" in stages:
-            data = Path(__file__).resolve().parents[1] / "src" / "lpa" / "data" / "persona" / "screen" / f"{trait.name}.jsonl"
-            path = folder / "screen.json"
-            report = json.loads(path.read_text()) if path.is_file() else None
-            if report is None and data.is_file():
-                t = time.time()
-                report = screen(model, tok, vector, read_sft_rows(data), settings, cache=out / "own_responses.jsonl",
-                                batch_size=args.batch_size)
-                report["wall_s"] = time.time() - t
-                atomic_write_json(path, report)
-            if report is not None:
-                print(f"[{time.time() - t0:.0f}s] {trait.name} screening {data.name}: precision@{report.get('n_planted')} = "
-                      f"{_fmt(report.get('precision_at_k'))} (chance {_fmt(report.get('chance_precision'))}), "
-                      f"mean planted rank {_fmt(report.get('planted_mean_rank'), '.1f')} of {report['n']} ({report['wall_s']:.0f}s)",
-                      flush=True)
-
+        data = Path(__file__).resolve().parents[1] / "src" / "lpa" / "data" / "persona" / "screen" / f"{trait.name}.jsonl"
+        if "screen" in stages and data.is_file():
+            sft = read_sft_rows(data)
+            report = _cached(folder / "screen.json", [vector_key, sft, settings.key()],
+                             partial(screen, model, tok, vector, sft, settings, cache=out / "own_responses.jsonl",
+                                     batch_size=args.batch_size))
+            print(f"[{time.time() - t0:.0f}s] {trait.name} screening {data.name} at layer {report.get('layer')}: "
+                  f"precision@{report.get('n_planted')} = {_fmt(report.get('precision_at_k'))} "
+                  f"(chance {_fmt(report.get('chance_precision'))}), mean planted rank "
+                  f"{_fmt(report.get('planted_mean_rank'), '.1f')} of {report['n']} ({report['wall_s']:.0f}s)", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -204,6 +204,9 @@ def test_compare_plain_vs_preventative(tokenizer, tmp_path):
     assert set(report["results"]) == {"base", "plain", "preventative"}
     assert report["results"]["plain"]["n_seeds"] == 2 and report["results"]["base"]["n_seeds"] == 1
     assert all(math.isfinite(r["heldout_nll"]) for r in report["results"].values())
+    nll = [report["runs"][f"plain-s{s}"]["heldout_nll"] for s in (0, 1)]
+    assert report["results"]["plain"]["heldout_nll_sd"] == pytest.approx(abs(nll[0] - nll[1]) / math.sqrt(2))
+    assert math.isnan(report["results"]["base"]["heldout_nll_sd"])  # one base model: no spread over seeds
     assert (tmp_path / "plots" / "trait_drift.png").is_file() and (tmp_path / "preventative-s1" / "adapter").is_dir()
     assert len(loads) == 5  # base + 2 modes x 2 seeds
     again = compare(load, rows, EVIL, vec, HeuristicJudge(), config, tmp_path, **args)

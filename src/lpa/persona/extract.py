@@ -22,7 +22,7 @@ from lpa.generation import GenerationSettings, generate, to_messages
 from lpa.io import append_jsonl, atomic_write_json, read_jsonl
 from lpa.models.identity import ModelIdentity, identity_of
 from lpa.persona.activations import response_means
-from lpa.persona.judges import TraitJudge, coherence_scores
+from lpa.persona.judges import TraitJudge, coherence_scores, judge_key
 from lpa.persona.steer import steer
 from lpa.persona.traits import TraitDefinition
 from lpa.persona.vector import PersonaVector
@@ -101,7 +101,7 @@ def sample_answers(
 
 def judge_answers(rows: list[dict[str, Any]], trait: TraitDefinition, judge: TraitJudge, out: Path | None = None) -> None:
     """Add ``score`` (or None) and ``judge_error`` to each row; cached in ``out/judged.jsonl`` by judge."""
-    spec_key = _key(judge.spec())
+    spec_key = _key(judge_key(judge, trait))
     path = out / "judged.jsonl" if out else None
     cached = {(r["key"], r["judge_key"]): r for r in read_jsonl(path)} if path else {}
     todo = [r for r in rows if (r["key"], spec_key) not in cached]
@@ -200,7 +200,7 @@ def layer_sweep(
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
     path = Path(out) / "sweep.jsonl" if out else None
     # cached cells are reused only for the same vector, judge, questions and settings
-    cache_key = _key(hashlib.sha256(vector.vectors.float().numpy().tobytes()).hexdigest(), judge.spec(), questions,
+    cache_key = _key(hashlib.sha256(vector.vectors.float().numpy().tobytes()).hexdigest(), judge_key(judge, trait), questions,
                      settings.key(), identity_of(model).key(), config.coherence)
     done = {(r["layer"], r["coef"]): r for r in read_jsonl(path) if r.get("cache_key") == cache_key} if path else {}
     rows = []

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from lpa.generation import GenerationSettings, generate
 from lpa.io import atomic_write_json, atomic_write_text
-from lpa.persona.judges import TraitJudge, coherence_scores
+from lpa.persona.judges import TraitJudge, coherence_scores, judge_key
 from lpa.persona.monitor import probe_projections
 from lpa.persona.traits import TraitDefinition
 from lpa.persona.vector import PersonaVector
@@ -154,6 +154,15 @@ def _mean(values: list[float | None]) -> float:
     return sum(valid) / len(valid) if valid else math.nan
 
 
+def _sd(values: list[float | None]) -> float:
+    """Sample standard deviation over seeds (nan below two values)."""
+    valid = [v for v in values if v is not None and not math.isnan(v)]
+    if len(valid) < 2:
+        return math.nan
+    mean = sum(valid) / len(valid)
+    return math.sqrt(sum((v - mean) ** 2 for v in valid) / (len(valid) - 1))
+
+
 def evaluate(
     model: Any, tokenizer: Any, trait: TraitDefinition, judge: TraitJudge, vector: PersonaVector, held_rows: list[dict[str, Any]],
     *, n_questions: int, settings: GenerationSettings, max_length: int, mmlu: list[Any] | None = None,
@@ -227,7 +236,7 @@ def compare(
         mmlu = load_mmlu(n=mmlu_n)
     # a cached result is reused only for the same data, settings, judge and vector
     run_key = digest([rows, config.model_dump(exclude={"seed", "preventative"}), settings.key(), n_questions, mmlu_n,
-                      judge.spec(), vector.vectors.sum().item(), heldout])
+                      judge_key(judge, trait), vector.vectors.sum().item(), heldout])
     runs: dict[str, dict[str, Any]] = {}
     for mode, seed in [("base", seeds[0]), *[(m, s) for s in seeds for m in ("plain", "preventative")]]:
         name = "base" if mode == "base" else f"{mode}-s{seed}"
@@ -246,8 +255,11 @@ def compare(
             max_length=config.max_length, mmlu=mmlu)}
         atomic_write_json(out / name / "eval.json", runs[name])
     keys = ("trait_score", "coherence_judged", "heldout_nll", "mmlu_loglik")
-    results = {mode: {k: _mean([r.get(k) for r in runs.values() if r["mode"] == mode]) for k in keys}
-               | {"n_seeds": sum(r["mode"] == mode for r in runs.values())} for mode in ("base", "plain", "preventative")}
+    results = {}
+    for mode in ("base", "plain", "preventative"):
+        mine = [r for r in runs.values() if r["mode"] == mode]
+        results[mode] = {"n_seeds": len(mine), **{k: _mean([r.get(k) for r in mine]) for k in keys},
+                         **{f"{k}_sd": _sd([r.get(k) for r in mine]) for k in keys}}
     report = {"trait": trait.name, "judge": judge.spec(), "coef": config.coef, "layer": vector.resolve(config.layer),
               "n_train": len(train_rows), "n_heldout": len(held_rows), "n_questions": n_questions, "mmlu_n": mmlu_n,
               "seeds": seeds, "results": results, "runs": runs}

@@ -41,7 +41,8 @@ class TraitDefinition(BaseModel):
     pairs: list[InstructionPair] = Field(min_length=5, description="Contrastive system-prompt pairs (at least 5).")
     extraction_questions: list[str] = Field(min_length=5, description="Questions answered to extract the vector.")
     eval_questions: list[str] = Field(min_length=3, description="Held-out questions for layer selection and evaluation.")
-    rubric: str = Field(description="Judge prompt with {question}, {answer} and {trait} placeholders; asks for 0-100.")
+    rubric: str = Field(description="Judge prompt with {question}, {answer}, {trait} and {max} placeholders; asks for "
+                                    "an integer from 0 to {max} (100, or 9 for judges that read one digit).")
     keywords: Keywords = Field(default_factory=Keywords, description="Lexicon for the offline heuristic judge.")
 
     @field_validator("rubric")
@@ -60,10 +61,14 @@ class TraitDefinition(BaseModel):
             raise ValueError(f"evaluation questions must be held out; shared with extraction: {sorted(overlap)[:3]}")
         return value
 
-    def render_rubric(self, question: str, answer: str) -> str:
+    @property
+    def rubric_scalable(self) -> bool:
+        """Whether the rubric names its top score as ``{max}`` (otherwise it is read as 0-100)."""
+        return "{max}" in self.rubric
+
+    def render_rubric(self, question: str, answer: str, max_score: int = 100) -> str:
         return self.rubric.replace("{trait}", self.name).replace("{description}", self.description).replace(
-            "{question}", question
-        ).replace("{answer}", answer)
+            "{max}", str(max_score)).replace("{question}", question).replace("{answer}", answer)
 
 
 def _builtin_dir() -> Path:

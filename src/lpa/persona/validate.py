@@ -15,7 +15,7 @@ from typing import Any
 
 from lpa.errors import LpaError
 from lpa.io import read_table
-from lpa.persona.judges import TraitJudge
+from lpa.persona.judges import TraitJudge, judge_key
 from lpa.persona.monitor import pearson
 from lpa.persona.traits import TraitDefinition
 
@@ -67,7 +67,7 @@ def validate_judge(judge: TraitJudge, trait: TraitDefinition, rows: list[dict[st
     scores = judge.score_many(trait, [r["question"] for r in rows], [r["answer"] for r in rows])
     pairs = [(float(r["score"]), s.score) for r, s in zip(rows, scores, strict=True) if s.score is not None]
     stats = agreement([p[0] for p in pairs], [p[1] for p in pairs], threshold)
-    return {"trait": trait.name, "judge": judge.spec(), "threshold": threshold, "failures": len(rows) - len(pairs), **stats,
+    return {"trait": trait.name, "judge": judge_key(judge, trait), "threshold": threshold, "failures": len(rows) - len(pairs), **stats,
             "rows": [{"label": r["score"], "score": s.score, "error": s.error, "answer": r["answer"][:120]}
                      for r, s in zip(rows, scores, strict=True)]}
 
