@@ -191,7 +191,7 @@ def test_aggregate_over_seed_runs(tmp_path):
     from lpa.report import aggregate
 
     for seed, value in ((0, 0.2), (1, 0.4)):
-        row = {"model": "m", "adapter": None, "benchmark": "b", "attack": "direct", "judge": "k", "metric": "asr",
+        row = {"model": "m", "adapter": f"runs/seed-{seed}/adapter", "benchmark": "b", "attack": "direct", "judge": "k", "metric": "asr",
                "value": value, "ci_low": None, "ci_high": None, "n": 10, "errors": 0}
         atomic_write_json(tmp_path / f"s{seed}" / "results.json", {"meta": {}, "rows": [row]})
     text = aggregate([tmp_path / "s0", tmp_path / "s1"])

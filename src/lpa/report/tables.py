@@ -218,7 +218,9 @@ def aggregate(run_dirs: Sequence[str | Path]) -> str:
 
     if not run_dirs:
         raise LpaError("Give the run directories of the seeds to aggregate.")
-    rows = aggregate_seeds([load_results(d)["rows"] for d in run_dirs])
+    # each seed trains its own adapter (its own path), so the adapter is not part of what is grouped
+    rows = aggregate_seeds([load_results(d)["rows"] for d in run_dirs],
+                           key=("model", "benchmark", "attack", "judge", "metric"))
     body = [[r["benchmark"], r["attack"], r["judge"], r["metric"], f"{r['mean']:.3f} ± {r['sd']:.3f}", str(r["n_seeds"])]
             for r in rows if r["metric"] in (*SAFETY_METRICS, "accuracy", *COHERENCE_METRICS)]
     header = ["benchmark", "attack", "judge", "metric", "mean ± sd", "seeds"]
