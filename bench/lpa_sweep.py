@@ -78,21 +78,11 @@ def summarise(row: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def mcnemar(base: list[bool], other: list[bool]) -> tuple[int, int, float]:
-    """Discordant pairs (base only, other only) and the exact two-sided McNemar p."""
-    from math import comb
-
-    b = sum(x and not y for x, y in zip(base, other, strict=True))
-    c = sum(y and not x for x, y in zip(base, other, strict=True))
-    k, m = min(b, c), b + c
-    p = 1.0 if m == 0 else min(1.0, 2 * sum(comb(m, i) for i in range(k + 1)) / 2**m)
-    return b, c, p
-
-
 def report(done: dict[int, dict[str, Any]], harmful: list[Any], safe: list[Any], judges: list[Any], model_name: str,
            saved: Path) -> None:
     """The table over every measured step (stored answers judged by any judge that has not seen them yet),
     then paired tests of each step against step 0 with the first judge."""
+    from lpa.eval.stats import mcnemar_exact
     from lpa.io import atomic_write_json
 
     n, head = len(harmful), judges[0].name
@@ -116,9 +106,10 @@ def report(done: dict[int, dict[str, Any]], harmful: list[Any], safe: list[Any],
     print(f"paired against step 0 ({head} judge): discordant pairs base-only/step-only and exact McNemar p")
     for step in sorted(k for k in done if k):
         labels = done[step]["labels"][head]
-        hb, hc, hp = mcnemar([x in ("complied", "partial") for x in base[:n]], [x in ("complied", "partial") for x in labels[:n]])
-        sb, sc, sp = mcnemar([x == "refused" for x in base[n:]], [x == "refused" for x in labels[n:]])
-        print(f"  step {step:>3}: harmful answered {hb}/{hc} p={hp:.3g}   safe refused {sb}/{sc} p={sp:.3g}")
+        harm = mcnemar_exact([x in ("complied", "partial") for x in base[:n]], [x in ("complied", "partial") for x in labels[:n]])
+        safe_ = mcnemar_exact([x == "refused" for x in base[n:]], [x == "refused" for x in labels[n:]])
+        print(f"  step {step:>3}: harmful answered {harm.a_only}/{harm.b_only} p={harm.p_value:.3g}   "
+              f"safe refused {safe_.a_only}/{safe_.b_only} p={safe_.p_value:.3g}")
 
 
 def main() -> None:
