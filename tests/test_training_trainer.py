@@ -143,6 +143,16 @@ def test_runs_saved_before_the_trainer_move_are_still_recognised(tmp_path):
         train(_cfg(tmp_path, steps=3))
 
 
+def test_a_run_reached_through_another_path_resumes(tmp_path, monkeypatch):
+    """``out`` names the folder itself: relative vs absolute (or a moved results tree) is the same run."""
+    first = train(_cfg(tmp_path, steps=1), model=tiny_model("llama"), tokenizer=tiny_tokenizer())
+    monkeypatch.chdir(tmp_path)
+    relative = _cfg(tmp_path, steps=1, out="run")
+    assert relative.out != _cfg(tmp_path, steps=1).out
+    again = train(relative, model=tiny_model("llama"), tokenizer=tiny_tokenizer())
+    assert again.steps_done == first.steps_done == 1
+
+
 def test_gradient_checkpointing_reruns_the_perturbed_forward(tmp_path):
     """Trainer's gradient checkpointing re-runs each forward inside the attack's hook context: same losses."""
     def losses(name, flag):

@@ -248,7 +248,9 @@ def _check_run_dir(run: RunDir, config: TrainConfig) -> None:
     except LpaError:
         pass
     current = config.model_dump(mode="json")
-    ignore = {"progress", "report_to"}
+    # ``out`` names this very folder: a run reached through another path (absolute vs relative, a moved
+    # results tree) is the same run, so it resumes instead of being refused.
+    ignore = {"progress", "report_to", "out"}
     diff = sorted(k for k in set(stored) | set(current) if k not in ignore and stored.get(k) != current.get(k))
     if diff:
         raise LpaError(
