@@ -95,6 +95,20 @@ def test_eval_generations_are_keyed_on_the_adapter_and_its_content(checkpoint, t
     assert len(read_jsonl(out / "generations.jsonl")) == 3 * n_base
 
 
+def test_an_adapter_named_by_relative_or_absolute_path_reuses_its_answers(checkpoint, tmp_path, monkeypatch):
+    """``runs/A`` and ``$PWD/runs/A`` are one adapter: the second evaluation generates nothing."""
+    from lpa.eval.runner import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    save_tiny_adapter(checkpoint, tmp_path / "runs" / "A", seed=1)
+    out = tmp_path / "run"
+    first = evaluate(_suite(), str(checkpoint), adapter="runs/A", out_dir=out, device="cpu")
+    n = len(read_jsonl(out / "generations.jsonl"))
+    again = evaluate(_suite(), str(checkpoint), adapter=tmp_path / "runs" / "A", out_dir=out, device="cpu")
+    assert len(read_jsonl(out / "generations.jsonl")) == n
+    assert first.meta["identity"]["adapter"] == again.meta["identity"]["adapter"] == "runs/A"
+
+
 def test_generate_jsonl_refuses_to_mix_models(checkpoint, tmp_path):
     from lpa.generation import GenerationSettings, generate_jsonl
 

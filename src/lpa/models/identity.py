@@ -54,7 +54,25 @@ class ModelIdentity:
         return asdict(self)
 
     def with_adapter(self, adapter: str | Path | None) -> ModelIdentity:
-        return replace(self, adapter=str(adapter) if adapter is not None else None, adapter_sha=adapter_hash(adapter))
+        return replace(self, adapter=adapter_name(adapter), adapter_sha=adapter_hash(adapter))
+
+
+def adapter_name(adapter: str | Path | None) -> str | None:
+    """The adapter path as cache keys name it: relative to the working directory when inside it.
+
+    So ``runs/x/adapter``, ``./runs/x/adapter`` and ``$PWD/runs/x/adapter`` are one adapter (one set
+    of cached answers) instead of three; keys written with relative paths stay valid.  The content
+    hash (``adapter_sha``) is what tells two adapters at the same path apart.
+    """
+    if adapter is None:
+        return None
+    path = Path(adapter)
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+    return str(path)
 
 
 _KNOWN: weakref.WeakKeyDictionary[Any, ModelIdentity] = weakref.WeakKeyDictionary()
@@ -165,4 +183,4 @@ def weights_fingerprint(checkpoint: str | Path) -> str | None:
     return digest.hexdigest()[:16]
 
 
-__all__ = ["ModelIdentity", "adapter_hash", "identity_of", "register_identity", "weights_fingerprint"]
+__all__ = ["ModelIdentity", "adapter_hash", "adapter_name", "identity_of", "register_identity", "weights_fingerprint"]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from lpa.errors import LpaError
 from lpa.models.aliases import ALIASES, resolve_alias
-from lpa.models.identity import ModelIdentity, adapter_hash, register_identity, weights_fingerprint
+from lpa.models.identity import ModelIdentity, adapter_hash, adapter_name, register_identity, weights_fingerprint
 
 if TYPE_CHECKING:
     import torch
@@ -236,7 +236,7 @@ def load(
     tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
     identity = ModelIdentity(
         model=spec,
-        adapter=str(adapter) if adapter is not None else None,
+        adapter=adapter_name(adapter),
         adapter_sha=adapter_hash(adapter),
         revision=_revision(spec, checkpoint, config),
         dtype=str(torch_dtype).replace("torch.", ""),
