@@ -85,3 +85,16 @@ def test_compare_runs_paired(llama, tokenizer, tmp_path):
                                       "--out", str(tmp_path / "cmp"), "--n-boot", "200"])
     assert result.exit_code == 0, result.output
     assert "McNemar p" in result.output and (tmp_path / "cmp" / "paired.md").is_file()
+
+
+def test_compare_labels_stay_distinct_when_every_run_folder_is_named_eval(tmp_path):
+    """Study cells are all ``<method>/seed-<s>/eval``: each run needs its own column, not one per model+adapter."""
+    from lpa.report.tables import distinguishing_paths, run_labels
+
+    dirs = [tmp_path / m / s / "eval" for m, s in (("base", "seed-all"), ("lpa", "seed-0"), ("lpa", "seed-1"),
+                                                   ("sft", "seed-0"))]
+    assert distinguishing_paths(dirs) == ["seed-all/eval", "lpa/seed-0/eval", "seed-1/eval", "sft/seed-0/eval"]
+    results = [{"meta": {"model": "m"}}] + [{"meta": {"model": "m", "adapter": str(d / "adapter")}} for d in dirs[1:]]
+    labels = run_labels(dirs, results)
+    assert labels[0] == "m" and len(set(labels)) == 4
+    assert labels[1] == "m+adapter (lpa/seed-0/eval)"

@@ -167,15 +167,18 @@ def paired_report(base_dir: str | Path, other_dirs: Sequence[str | Path], n_boot
     """Markdown: each run against the first (``base``) on the behaviours both judged."""
     from lpa.report.tables import fmt, markdown_table
 
+    from lpa.report.tables import distinguishing_paths
+
     base = load_outcomes(base_dir)
+    names = distinguishing_paths([base_dir, *other_dirs])
     parts = []
-    for other in other_dirs:
+    for other, name in zip(other_dirs, names[1:], strict=True):
         rows = paired_rows(base, load_outcomes(other), n_boot, seed)
         body = [[r["benchmark"], r["attack"], r["judge"], r["metric"], str(r["n"]), fmt(r["mean_a"]), fmt(r["mean_b"]),
                  f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]", f"{r['a_only']}/{r['b_only']}",
                  f"{r['mcnemar_p']:.3g}"] for r in rows]
         header = ["benchmark", "attack", "judge", "metric", "n pairs", "base", "other", "diff (95% paired CI)",
                   "base-only/other-only", "McNemar p"]
-        parts.append(f"### {Path(other).name} vs {Path(base_dir).name} (paired on the same behaviours)\n\n"
+        parts.append(f"### {name} vs {names[0]} (paired on the same behaviours)\n\n"
                      + markdown_table(header, body))
     return "\n\n".join(parts)

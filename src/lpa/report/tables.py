@@ -175,17 +175,32 @@ def _label(results: dict[str, Any], run_dir: Path) -> str:
     return f"{meta.get('model')}+{Path(adapter).name}" if adapter else str(meta.get("model") or run_dir.name)
 
 
+def distinguishing_paths(run_dirs: Sequence[str | Path]) -> list[str]:
+    """The shortest trailing part of each path that no other path shares (``lpa/seed-0/eval`` among many ``eval``s)."""
+    parts = [Path(d).resolve().parts for d in run_dirs]
+    names = []
+    for i, mine in enumerate(parts):
+        others = [p for j, p in enumerate(parts) if j != i]
+        size = next((k for k in range(1, len(mine) + 1) if all(p[-k:] != mine[-k:] for p in others)), len(mine))
+        names.append("/".join(mine[-size:]))
+    return names
+
+
+def run_labels(run_dirs: Sequence[str | Path], results: Sequence[dict[str, Any]]) -> list[str]:
+    """One distinct column label per run: model+adapter, with the distinguishing path when those collide."""
+    base = [_label(r, Path(d)) for r, d in zip(results, run_dirs, strict=True)]
+    where = distinguishing_paths(run_dirs)
+    labels = [b if base.count(b) == 1 else f"{b} ({w})" for b, w in zip(base, where, strict=True)]
+    return [label if labels.count(label) == 1 else f"{label} #{i + 1}" for i, label in enumerate(labels)]
+
+
 def compare(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None) -> str:
     """Side-by-side markdown tables (one column per run); with ``out_dir`` also writes compare.md and plots."""
     if not run_dirs:
         raise LpaError("Give at least one run directory to compare.")
-    runs: dict[str, list[dict[str, Any]]] = {}
-    for d in run_dirs:
-        results = load_results(d)
-        label = _label(results, Path(d))
-        if label in runs:
-            label = f"{label} ({Path(d).name})"
-        runs[label] = results["rows"]
+    loaded = [load_results(d) for d in run_dirs]
+    runs: dict[str, list[dict[str, Any]]] = {
+        label: results["rows"] for label, results in zip(run_labels(run_dirs, loaded), loaded, strict=True)}
     metrics = [m for m in (*SAFETY_METRICS, "accuracy", *COHERENCE_METRICS) if any(r["metric"] == m for rs in runs.values() for r in rs)]
     parts = ["# Comparison", "", "Runs: " + ", ".join(f"`{label}`" for label in runs), ""]
     for metric in metrics:
