@@ -165,9 +165,7 @@ def paired_rows(a: dict[tuple[str, str, str, str], float], b: dict[tuple[str, st
 def paired_report(base_dir: str | Path, other_dirs: Sequence[str | Path], n_boot: int = 10_000,
                   seed: int = 0) -> str:
     """Markdown: each run against the first (``base``) on the behaviours both judged."""
-    from lpa.report.tables import fmt, markdown_table
-
-    from lpa.report.tables import distinguishing_paths
+    from lpa.report.tables import distinguishing_paths, fmt, markdown_table
 
     base = load_outcomes(base_dir)
     names = distinguishing_paths([base_dir, *other_dirs])
