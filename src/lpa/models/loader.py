@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from lpa.errors import LpaError
 from lpa.models.aliases import ALIASES, resolve_alias
-from lpa.models.identity import ModelIdentity, adapter_hash, adapter_name, register_identity, weights_fingerprint
+from lpa.models.identity import (
+    ModelIdentity,
+    adapter_hash,
+    adapter_name,
+    register_identity,
+    weights_fingerprint,
+)
 
 if TYPE_CHECKING:
     import torch
