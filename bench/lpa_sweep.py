@@ -78,6 +78,13 @@ def summarise(row: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def add_missing_labels(row: dict[str, Any], judges: list[Any], samples: list[Any], model_name: str) -> None:
+    """Judge a stored step's answers with the judges that have not read them yet (no generation)."""
+    missing = [j for j in judges if j.name not in row["labels"]]
+    if missing:
+        row["labels"] |= judge_texts(missing, samples, row["texts"], model_name)
+
+
 def report(done: dict[int, dict[str, Any]], harmful: list[Any], safe: list[Any], judges: list[Any], model_name: str,
            saved: Path) -> None:
     """The table over every measured step (stored answers judged by any judge that has not seen them yet),
@@ -87,9 +94,7 @@ def report(done: dict[int, dict[str, Any]], harmful: list[Any], safe: list[Any],
 
     n, head = len(harmful), judges[0].name
     for row in done.values():
-        missing = [j for j in judges if j.name not in row["labels"]]
-        if missing:
-            row["labels"] |= judge_texts(missing, harmful + safe, row["texts"], model_name)
+        add_missing_labels(row, judges, harmful + safe, model_name)
     payload = json.loads(saved.read_text(encoding="utf-8"))
     atomic_write_json(saved, {**payload, "rows": [done[k] for k in sorted(done)]})
     names = [j.name for j in judges]
@@ -178,8 +183,7 @@ def main() -> None:
 
     def measured(step: int, m: Any, tok: Any) -> dict[str, float]:
         if step in done:
-            missing = [j for j in judges if j.name not in done[step]["labels"]]
-            done[step]["labels"] |= judge_texts(missing, harmful + safe, done[step]["texts"], args.model) if missing else {}
+            add_missing_labels(done[step], judges, harmful + safe, args.model)
             return record(step, {k: v for k, v in done[step].items() if k not in ("step", "seconds")}, done[step]["seconds"])
         start = time.perf_counter()
         row = measure(m, tok, harmful, safe, questions, judges, args.max_new_tokens, args.model)
