@@ -144,6 +144,27 @@ def test_shipped_specs_validate_with_their_training_configs(tmp_path):
     assert {m.name for m in scale.methods} == {"base", "sft", "lpa", "lpa-mixed", "lat-harmful", "refusal-sft"}
 
 
+def test_ablation_spec_shares_the_scale_studys_cells():
+    """ablation-qwen.yaml reuses scale-core's base, lpa and lpa-mixed cells: their keys must stay equal."""
+    from pathlib import Path
+
+    import yaml
+
+    from lpa.eval.suite import EvalSuite
+    from lpa.experiments import load_spec
+    from lpa.experiments.cells import cell_key
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    core, ablation = load_spec(root / "scale-core.yaml"), load_spec(root / "ablation-qwen.yaml")
+    assert core.out == ablation.out
+    core_keys = {(c.model, c.entry.name, c.seed): cell_key(core, c) for c in cells(core)}
+    shared = [c for c in cells(ablation) if (c.model, c.entry.name, c.seed) in core_keys]
+    assert {c.entry.name for c in shared} == {"base", "lpa", "lpa-mixed"}
+    assert all(cell_key(ablation, c) == core_keys[(c.model, c.entry.name, c.seed)] for c in shared)
+    expensive = EvalSuite.model_validate(yaml.safe_load((root / "scale-expensive.yaml").read_text()))
+    assert {a["name"] for a in expensive.attacks} == {"best-of-n", "embedding-pgd"}
+
+
 def test_demo_spec_and_headline_fit_the_terminal():
     from lpa.experiments.demo import demo_spec, headline
 
