@@ -67,6 +67,12 @@ def test_experiment_runs_resumes_and_reports(tiny_dir, tmp_path):
                     "What the design can detect"):
         assert heading in report
     assert (tmp_path / "exp" / "results.csv").is_file() and (tmp_path / "exp" / "summary.csv").is_file()
+    # A second spec sharing the cells reports into its own folder and leaves the first report alone.
+    before = result.report.read_text()
+    other = spec.model_copy(update={"name": "t2", "report_dir": str(tmp_path / "t2-report")})
+    shared = run_experiment(other, report_only=True, progress=False)
+    assert shared.report == tmp_path / "t2-report" / "report.md" and "# Experiment `t2`" in shared.report.read_text()
+    assert (tmp_path / "t2-report" / "spec.yaml").is_file() and result.report.read_text() == before
 
 
 def test_ratio_is_reference_over_method():

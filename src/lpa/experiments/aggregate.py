@@ -129,7 +129,7 @@ def overlap_section(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> 
     if not spec.analyses.overlap:
         return "_off_"
     texts = training_texts_by_label(spec, records)
-    cache = spec.out_dir / "overlap.json"
+    cache = spec.report_root / "overlap.json"
     key = digest({"texts": texts, "benchmarks": spec.eval.model_dump(mode="json")["benchmarks"],
                   "embedder": spec.analyses.embedder})
     cached = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else None
@@ -193,7 +193,7 @@ def power_section(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> st
 
 
 def write_outputs(spec: ExperimentSpec, records: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]]) -> Path:
-    root = spec.out_dir
+    root = spec.report_root
     atomic_write_csv(root / "results.csv", [row for record in records for row in record["rows"]])
     atomic_write_csv(root / "summary.csv", summary)
     ratios = ratio_rows(spec, summary)

@@ -93,7 +93,8 @@ def run_experiment(
         check_experiment(spec)
     root = spec.out_dir
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / "spec.yaml", _dump(spec))
+    spec.report_root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(spec.report_root / "spec.yaml", _dump(spec))
     every = cells(spec)
     todo = [] if report_only else select_cells(every, only)
     records = []

@@ -63,6 +63,9 @@ class ExperimentSpec(BaseModel):
 
     name: str = Field("experiment", description="Experiment name.")
     out: str | None = Field(None, description="Output folder (default runs/<name>).")
+    report_dir: str | None = Field(
+        None, description="Folder for the report, tables, plots and spec copy (default: out). Set it when specs share "
+        "one out folder of cells (e.g. an ablation reusing a study's base cells), so their reports don't overwrite.")
     models: list[str] = Field(default_factory=lambda: ["smollm2-135m"], description="Model specs to train and evaluate.")
     methods: list[MethodEntry] = Field(description="Methods to compare (base = untrained).")
     seeds: list[int] = Field(default_factory=lambda: [0], description="Training seeds; tables show mean ± sd over them.")
@@ -92,6 +95,11 @@ class ExperimentSpec(BaseModel):
     @property
     def out_dir(self) -> Path:
         return Path(self.out or f"runs/{self.name}")
+
+    @property
+    def report_root(self) -> Path:
+        """Where the report, tables, plots and the spec copy go (cells stay under :attr:`out_dir`)."""
+        return Path(self.report_dir) if self.report_dir else self.out_dir
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
