@@ -63,6 +63,14 @@ def test_vectorised_speed():
     assert time.perf_counter() - start < 10  # generous: ~0.3 s on one core
 
 
+def test_holm_adjustment_matches_the_step_down_by_hand():
+    from lpa.eval.stats import holm_adjust
+
+    # sorted 0.01, 0.03, 0.04 -> 3*0.01, max(0.03, 2*0.03), max(0.06, 1*0.04); returned in input order
+    assert holm_adjust([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm_adjust([0.5, 0.9]) == pytest.approx([1.0, 1.0]) and holm_adjust([]) == []
+
+
 def test_min_detectable_difference_shrinks_with_n():
     assert min_detectable_difference(60) > min_detectable_difference(240)
     assert min_detectable_difference(100, p=0.5) == pytest.approx(2.8016 * math.sqrt(0.5 / 100), rel=1e-3)
@@ -81,10 +89,11 @@ def test_compare_runs_paired(llama, tokenizer, tmp_path):
     a, b = load_outcomes(tmp_path / "base"), load_outcomes(tmp_path / "other")
     rows = paired_rows(a, b, n_boot=200)
     assert {r["metric"] for r in rows} == {"asr", "refusal_rate"} and sum(r["n"] for r in rows) == len(a) == 6
+    assert all(r["mcnemar_p"] <= r["holm_p"] <= 1.0 for r in rows)
     result = CliRunner().invoke(app, ["compare", str(tmp_path / "base"), str(tmp_path / "other"),
                                       "--out", str(tmp_path / "cmp"), "--n-boot", "200"])
     assert result.exit_code == 0, result.output
-    assert "McNemar p" in result.output and (tmp_path / "cmp" / "paired.md").is_file()
+    assert "McNemar p" in result.output and "Holm p" in result.output and (tmp_path / "cmp" / "paired.md").is_file()
 
 
 def test_compare_labels_stay_distinct_when_every_run_folder_is_named_eval(tmp_path):

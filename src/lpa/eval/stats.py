@@ -8,6 +8,7 @@ whether the discordant behaviours (answered by one model only) split 50/50.
     diff = paired_bootstrap(base, method)         # method - base, with a 95 % CI
     test = mcnemar_exact(base, method)            # exact two-sided p-value
     rows = paired_rows(load_outcomes(run_a), load_outcomes(run_b))   # every benchmark x attack x judge
+    holm_adjust([0.01, 0.04, 0.03])               # family-wise adjusted p-values (Holm 1979)
 
 Everything is vectorised with numpy (10,000 resamples of 1,000 behaviours in milliseconds).
 """
@@ -26,6 +27,7 @@ import numpy as np
 __all__ = [
     "McNemar",
     "PairedDiff",
+    "holm_adjust",
     "load_outcomes",
     "mcnemar_exact",
     "min_detectable_difference",
@@ -145,9 +147,27 @@ def load_outcomes(run_dir: str | Path) -> dict[tuple[str, str, str, str], float]
     return out
 
 
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment: controls the family-wise error rate over ``p_values``, in input order.
+
+    A comparison reports one McNemar test per attack and metric; without an adjustment one of five
+    tests at 0.05 comes out "significant" by chance far more often than one time in twenty.
+    """
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
 def paired_rows(a: dict[tuple[str, str, str, str], float], b: dict[tuple[str, str, str, str], float],
                 n_boot: int = 10_000, seed: int = 0) -> list[dict[str, Any]]:
-    """One row per benchmark x attack x judge x metric over the behaviours both runs judged."""
+    """One row per benchmark x attack x judge x metric over the behaviours both runs judged.
+
+    ``holm_p`` adjusts each McNemar p-value over every row of the same judge (all attacks and metrics).
+    """
     cells: dict[tuple[str, str, str, str], list[tuple[float, float]]] = defaultdict(list)
     for key in sorted(a.keys() & b.keys()):
         bench, attack, judge, labelled = key
@@ -159,6 +179,10 @@ def paired_rows(a: dict[tuple[str, str, str, str], float], b: dict[tuple[str, st
         diff, test = paired_bootstrap(xs, ys, n_boot, seed), mcnemar_exact(xs, ys)
         rows.append({"benchmark": bench, "attack": attack, "judge": judge, "metric": metric,
                      **asdict(diff), "a_only": test.a_only, "b_only": test.b_only, "mcnemar_p": test.p_value})
+    for judge in {r["judge"] for r in rows}:  # the family: every test of one judge in this comparison
+        family = [r for r in rows if r["judge"] == judge]
+        for row, adjusted in zip(family, holm_adjust([r["mcnemar_p"] for r in family]), strict=True):
+            row["holm_p"] = adjusted
     return rows
 
 
@@ -174,9 +198,9 @@ def paired_report(base_dir: str | Path, other_dirs: Sequence[str | Path], n_boot
         rows = paired_rows(base, load_outcomes(other), n_boot, seed)
         body = [[r["benchmark"], r["attack"], r["judge"], r["metric"], str(r["n"]), fmt(r["mean_a"]), fmt(r["mean_b"]),
                  f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]", f"{r['a_only']}/{r['b_only']}",
-                 f"{r['mcnemar_p']:.3g}"] for r in rows]
+                 f"{r['mcnemar_p']:.3g}", f"{r['holm_p']:.3g}"] for r in rows]
         header = ["benchmark", "attack", "judge", "metric", "n pairs", "base", "other", "diff (95% paired CI)",
-                  "base-only/other-only", "McNemar p"]
+                  "base-only/other-only", "McNemar p", "Holm p (per judge)"]
         parts.append(f"### {name} vs {names[0]} (paired on the same behaviours)\n\n"
                      + markdown_table(header, body))
     return "\n\n".join(parts)
