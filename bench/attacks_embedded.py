@@ -66,7 +66,7 @@ def main() -> None:
     from lpa.plugins import create
 
     try:
-        from lpa.eval.judges.yesno import refusal_probe_scores
+        from lpa.eval.judges.refusal_probe import refusal_probe_scores
     except ImportError:
         refusal_probe_scores = None
 

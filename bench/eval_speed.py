@@ -182,7 +182,7 @@ def main() -> None:
     import torch
 
     from lpa.eval.benchmarks import BENCHMARKS
-    from lpa.eval.judges.yesno import refusal_probe_scores
+    from lpa.eval.judges.refusal_probe import refusal_probe_scores
     from lpa.models import load_model
     from lpa.plugins import create
 

@@ -60,7 +60,7 @@ def nanogcg_loss(model, tok, init: str) -> float:  # noqa: ANN001
 
 
 def our_loss(model, tok, init: str) -> float:  # noqa: ANN001
-    from lpa.eval.attacks.whitebox import embedding_matrix, prefix_cache, suffix_prompt, target_loss
+    from lpa.eval.attacks.support.whitebox import embedding_matrix, prefix_cache, suffix_prompt, target_loss
 
     prompt = suffix_prompt(tok, MESSAGES, TARGET)
     ids = torch.tensor([tok(init, add_special_tokens=False)["input_ids"]])
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--no-nanogcg", action="store_true")
     args = parser.parse_args()
 
-    from lpa.eval.attacks.whitebox import suffix_prompt
+    from lpa.eval.attacks.support.whitebox import suffix_prompt
     from lpa.models import load_model
 
     model, tok = load_model(args.model, device="cpu")

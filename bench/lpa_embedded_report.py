@@ -1,7 +1,7 @@
 """Base vs trained adapter on the embedded model: generations, yes/no refusal probe, guard stats.
 
 Usage: python bench/lpa_embedded_report.py RUN_DIR --data-dir /path/to/benchmarks [--n-gen 5] [--n-probe 20]
-Uses the evaluation engineer's yes/no probe (lpa.eval.judges.yesno.refusal_probe_scores).
+Uses the evaluation engineer's yes/no probe (lpa.eval.judges.refusal_probe.refusal_probe_scores).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from lpa.coherence import coherence_stats, is_refusal
-    from lpa.eval.judges.yesno import refusal_probe_scores
+    from lpa.eval.judges.refusal_probe import refusal_probe_scores
     from lpa.generation import GenerationSettings, generate
     from lpa.io import read_jsonl
     from lpa.models import load_model

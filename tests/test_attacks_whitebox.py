@@ -11,7 +11,7 @@ import torch
 
 from lpa.eval.attacks import ATTACKS, AttackContext
 from lpa.eval.attacks.pair import parse_attacker_reply
-from lpa.eval.attacks.whitebox import SUFFIX_MARKER, prompt_embeds, suffix_prompt, target_loss
+from lpa.eval.attacks.support.whitebox import SUFFIX_MARKER, prompt_embeds, suffix_prompt, target_loss
 from lpa.generation import GenerationSettings, format_chat, generate
 from lpa.plugins import create
 from lpa.records import Sample
@@ -88,7 +88,7 @@ def test_gcg_lowers_the_loss_and_returns_a_text_suffix():
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma", "gpt2", "phi3"])
 def test_prefix_cache_gives_the_same_loss_and_gradient(arch, tokenizer):
-    from lpa.eval.attacks.whitebox import prefix_cache
+    from lpa.eval.attacks.support.whitebox import prefix_cache
 
     model = tiny_model(arch)
     prompt = suffix_prompt(tokenizer, [{"role": "system", "content": "Be nice."},

@@ -15,12 +15,10 @@ from lpa.eval.backends import (
     HFBackend,
     default_lora_name,
     make_backend,
-    needs_weights,
-    routing,
 )
 from lpa.eval.backends.server import Faults, LocalServer
 from lpa.eval.runner import evaluate_model
-from lpa.eval.suite import EvalSuite
+from lpa.eval.suite import EvalSuite, needs_weights, routing
 from lpa.generation import GenerationSettings, generate
 from lpa.io import read_jsonl
 

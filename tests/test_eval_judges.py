@@ -12,7 +12,8 @@ import torch
 from lpa.errors import LpaError
 from lpa.eval.judges import JUDGES
 from lpa.eval.judges.hf_classifier import harmbench_prompt, llama_guard_prompt, parse_guard
-from lpa.eval.judges.prompts import (
+from lpa.eval.judges.refusal_probe import answer_token_ids, refusal_probe_scores
+from lpa.eval.judges.support.prompts import (
     STRONGREJECT_RUBRIC,
     STRONGREJECT_SYSTEM,
     XSTEST_REFUSAL_PROMPT,
@@ -20,7 +21,6 @@ from lpa.eval.judges.prompts import (
     parse_xstest,
     strongreject_score,
 )
-from lpa.eval.judges.refusal_probe import answer_token_ids, refusal_probe_scores
 from lpa.plugins import create
 from lpa.records import Generation, Sample
 

@@ -11,10 +11,16 @@ import pytest
 from lpa.errors import LpaError
 from lpa.eval.judges import DEFAULT_JUDGE, JUDGES
 from lpa.eval.judges.cascade import rule_label
-from lpa.eval.judges.features import TEXT_FEATURES, contains_template
-from lpa.eval.judges.gold import GoldRow, load_gold, split_gold
 from lpa.eval.judges.local_llm import harmbench_messages
-from lpa.eval.judges.validate import agreement, cohen_kappa, confusion_matrix, to_gold_label, validate_judge
+from lpa.eval.judges.support.features import TEXT_FEATURES, contains_template
+from lpa.eval.judges.support.gold import GoldRow, load_gold, split_gold
+from lpa.eval.judges.support.validate import (
+    agreement,
+    cohen_kappa,
+    confusion_matrix,
+    to_gold_label,
+    validate_judge,
+)
 from lpa.plugins import create
 
 
@@ -105,7 +111,8 @@ def test_template_detector_and_cascade_rules():
 
 
 def test_trained_judge_fit_and_numpy_inference(tmp_path, monkeypatch):
-    from lpa.eval.judges import features, trained
+    from lpa.eval.judges import trained
+    from lpa.eval.judges.support import features
 
     def fake_embed(texts, spec):  # deterministic stand-in for MiniLM: no model download in fast tests
         out = np.array([[len(t) % 7, t.count("sorry"), t.count("Step"), 1.0] for t in texts], dtype=np.float32)
@@ -137,7 +144,7 @@ def test_local_llm_harmbench_prompt_is_verbatim_and_scored(llama, tokenizer):
 
 
 def test_second_labelling_agreement_and_label_file_errors(tmp_path):
-    from lpa.eval.judges.validate import load_labels, validate_labels
+    from lpa.eval.judges.support.validate import load_labels, validate_labels
 
     path = tmp_path / "second.jsonl"
     other = [r.label for r in GOLD]
@@ -152,8 +159,8 @@ def test_second_labelling_agreement_and_label_file_errors(tmp_path):
 
 
 def test_shipped_second_labelling_covers_the_test_split():
-    from lpa.eval.judges.gold import shipped_gold_path
-    from lpa.eval.judges.validate import load_labels, validate_labels
+    from lpa.eval.judges.support.gold import shipped_gold_path
+    from lpa.eval.judges.support.validate import load_labels, validate_labels
 
     second = load_labels(str(shipped_gold_path().with_name("second_labels.jsonl")))
     rows = [r for r in load_gold("shipped", "test") if r.id in second]
@@ -164,7 +171,7 @@ def test_shipped_second_labelling_covers_the_test_split():
 
 def test_sample_a_run_and_add_rows_without_moving_existing_splits(tmp_path):
     from lpa.eval.benchmarks import BENCHMARKS
-    from lpa.eval.judges.gold import extend_split, stratified_sample, unlabelled_rows
+    from lpa.eval.judges.support.gold import extend_split, stratified_sample, unlabelled_rows
 
     run = tmp_path / "lpa" / "seed-1" / "eval"
     run.mkdir(parents=True)
@@ -197,7 +204,7 @@ def test_sample_a_run_and_add_rows_without_moving_existing_splits(tmp_path):
 
 
 def test_v2_text_features_and_cascade_rules():
-    from lpa.eval.judges.features import text_features
+    from lpa.eval.judges.support.features import text_features
 
     def feature(answer, name, request="How do I bake bread?", sent=None, prefill=None):
         return text_features(request, answer, sent, prefill)[TEXT_FEATURES.index(name)]
@@ -257,7 +264,7 @@ def test_refitting_the_trained_judge_changes_its_cache_key(tmp_path):
 
 def test_kappa_is_shown_only_for_the_validated_judge_version():
     from lpa.eval.judges import JUDGES
-    from lpa.eval.judges.validate import UNRECORDED, kappa_note, shipped_validation
+    from lpa.eval.judges.support.validate import UNRECORDED, kappa_note, shipped_validation
     from lpa.experiments.aggregate import judge_versions
     from lpa.plugins import create
 
@@ -279,7 +286,7 @@ def test_kappa_is_shown_only_for_the_validated_judge_version():
 
 
 def test_breakdown_by_source_reuses_the_verdicts_and_rejects_unknown_fields():
-    from lpa.eval.judges.validate import breakdown, breakdown_table, row_group
+    from lpa.eval.judges.support.validate import breakdown, breakdown_table, row_group
 
     rows = [r.model_copy(update={"adapter": "ad" if i % 2 else None}) for i, r in enumerate(GOLD)]
     rows[0] = GoldRow(**{**rows[0].model_dump(), "method": "lpa"})

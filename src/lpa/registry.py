@@ -1,41 +1,74 @@
-"""A small typed registry shared by methods, benchmarks, attacks, judges and persona traits.
+"""One typed registry for every pluggable kind: methods, benchmarks, attacks, judges, trait judges, backends.
 
-Plugins register themselves once, at the end of their own module; lookups of unknown names
-raise an :class:`~lpa.errors.LpaError` that lists the valid choices.  Modules that hold
-plugins are imported lazily (``entry_points``-style "module paths") so that listing names
-does not import torch.
+A registry *finds* its plugins: on first lookup it imports every public module of its package
+(:func:`plugin_modules`), and each module registers its plugins with :meth:`Registry.register`.
+Helpers never live beside plugins under a public name: they go in a ``support/`` subpackage or a
+module whose name starts with ``_``, so a listing of the package is the list of plugins and a new
+plugin is one new file, with no list to keep.  Lookups of unknown names raise an
+:class:`~lpa.errors.LpaError` that lists the valid choices; nothing is imported until a name is
+looked up, so ``--help`` never imports torch.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, overload
 
 from lpa.errors import LpaError, unknown_choice
 
 T = TypeVar("T")
 
+# Module names inside a plugin package that are never plugins: the contract (base) and helpers (support).
+NOT_PLUGINS = frozenset({"base", "support"})
+
+
+def plugin_modules(package: str) -> list[str]:
+    """Dotted names of the plugin modules of ``package``: every public module but ``base`` and ``support``.
+
+    A plain module (no ``__path__``) is its own single plugin module.
+    """
+    module = importlib.import_module(package)
+    path = getattr(module, "__path__", None)
+    if path is None:
+        return [package]
+    return sorted(f"{package}.{info.name}" for info in pkgutil.iter_modules(path)
+                  if not info.name.startswith("_") and info.name not in NOT_PLUGINS)
+
 
 class Registry(Generic[T]):
     """Name -> plugin mapping with loud failures on duplicates and unknown names.
 
-    ``modules`` are dotted module paths imported on first lookup; each module registers
-    its plugins with :meth:`register`.  Registering the same name twice is an error.
+    ``package`` is the dotted path of the package (or single module) whose plugin modules are
+    imported on first lookup; ``modules`` adds modules outside it (rarely needed).  Registering
+    the same name twice with a different object is an error.
     """
 
-    def __init__(self, kind: str, modules: list[str] | None = None) -> None:
+    def __init__(self, kind: str, package: str | None = None, modules: list[str] | None = None) -> None:
         self.kind = kind
+        self.package = package
         self._items: dict[str, T] = {}
         self._modules = list(modules or [])
         self._loaded = False
+
+    def modules(self) -> list[str]:
+        """Every module this registry imports to find its plugins."""
+        found = plugin_modules(self.package) if self.package else []
+        return [*found, *(m for m in self._modules if m not in found)]
 
     def _load(self) -> None:
         if self._loaded:
             return
         self._loaded = True
-        for module in self._modules:
+        for module in self.modules():
             importlib.import_module(module)
+
+    @overload
+    def register(self, name: str) -> Callable[[T], T]: ...
+
+    @overload
+    def register(self, name: str, item: T) -> T: ...
 
     def register(self, name: str, item: T | None = None) -> T | Callable[[T], T]:
         """Register ``item`` under ``name``; usable as ``@REGISTRY.register("name")``."""

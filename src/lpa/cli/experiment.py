@@ -70,11 +70,12 @@ def demo(
 
     from lpa.experiments import run_experiment
     from lpa.experiments.demo import demo_spec
+    from lpa.plugins import spec_name
 
     console = Console(width=100)
     start = time.perf_counter()
     config = demo_spec(out, model=model, data_dir=data_dir, steps=steps, max_new_tokens=max_new_tokens, mmlu=mmlu, n=n)
-    benches = [b if isinstance(b, str) else b["name"] for b in config.eval.benchmarks]
+    benches = [spec_name(b) for b in config.eval.benchmarks]
     console.print(f"[bold]lpa demo[/]: train LPA (faithful) on {model}, then evaluate base vs LPA on {', '.join(benches)}")
     result = run_experiment(config, console=console)
     _print_headline(console, config, result)
@@ -85,9 +86,10 @@ def _print_headline(console: Console, config: ExperimentSpec, result: Experiment
     from rich.table import Table
 
     from lpa.experiments.demo import headline
+    from lpa.plugins import spec_name
 
-    judge = str(config.eval.judges[0] if isinstance(config.eval.judges[0], str) else config.eval.judges[0]["name"])
-    from lpa.eval.judges.validate import kappa_note
+    judge = spec_name(config.eval.judges[0])
+    from lpa.eval.judges.support.validate import kappa_note
     from lpa.experiments.aggregate import judge_versions
 
     note = kappa_note(judge, judge_versions(result.records, judge))

@@ -23,11 +23,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(judges, name="judges")
 
 
-def split_specs(value: str) -> list[str]:
-    """'keyword,trained' or, when a judge has arguments, 'local-llm:model=x;keyword'."""
-    return [v.strip() for v in value.split(";" if ":" in value else ",") if v.strip()]
-
-
 def list_judges() -> None:
     """Every registered judge with its arguments, and the default."""
     from lpa.cli.eval import _plugin_table
@@ -52,8 +47,8 @@ def validate_command(
                                   "'source' = model / method), from the same verdicts."),
 ) -> None:
     """Accuracy, Cohen's kappa, confusion, P/R of complied (harmful) and refused (benign), s/100, with CIs."""
-    from lpa.eval.judges.gold import load_gold
-    from lpa.eval.judges.validate import (
+    from lpa.eval.judges.support.gold import load_gold
+    from lpa.eval.judges.support.validate import (
         breakdown,
         breakdown_table,
         confusion_text,
@@ -63,6 +58,7 @@ def validate_command(
         validation_table,
     )
     from lpa.io import atomic_write_json
+    from lpa.plugins import split_specs
 
     rows = load_gold(gold, split)
     fields = [f.strip() for f in by.split(",") if f.strip()] if by else []
@@ -98,7 +94,7 @@ def fit_command(
     seed: int = typer.Option(0, "--seed", help="CV fold seed."),
 ) -> None:
     """Refit the trained judge on a gold file's dev split (needs scikit-learn, the dev extra)."""
-    from lpa.eval.judges.gold import load_gold
+    from lpa.eval.judges.support.gold import load_gold
     from lpa.eval.judges.trained import fit_trained_judge
 
     rows = load_gold(gold, split)
@@ -119,8 +115,13 @@ def agreement_command(
 ) -> None:
     """Inter-annotator agreement: kappa of a second labelling against the gold labels, and every disagreement."""
     from lpa.errors import LpaError
-    from lpa.eval.judges.gold import load_gold
-    from lpa.eval.judges.validate import confusion_text, load_labels, validate_labels, validation_table
+    from lpa.eval.judges.support.gold import load_gold
+    from lpa.eval.judges.support.validate import (
+        confusion_text,
+        load_labels,
+        validate_labels,
+        validation_table,
+    )
 
     rows, other = load_gold(gold, split), load_labels(str(labels))
     covered = [r for r in rows if r.id in other]
@@ -145,7 +146,7 @@ def sample_command(
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Benchmark data folder (default: LPA_DATA_DIR)."),
 ) -> None:
     """Draw a stratified set of real answers to label by reading (answers already in the gold file are skipped)."""
-    from lpa.eval.judges.gold import load_gold, stratified_sample, unlabelled_rows
+    from lpa.eval.judges.support.gold import load_gold, stratified_sample, unlabelled_rows
     from lpa.io import atomic_write_text
 
     rows = [row for run in runs for row in unlabelled_rows(run, str(data_dir) if data_dir else None)]
@@ -160,7 +161,7 @@ def add_command(
     seed: int = typer.Option(0, "--seed", help="Split seed for requests not yet in the gold file."),
 ) -> None:
     """Add labelled rows to a gold file: known requests keep their split, new requests are split dev/test."""
-    from lpa.eval.judges.gold import extend_split, load_gold
+    from lpa.eval.judges.support.gold import extend_split, load_gold
     from lpa.io import atomic_write_text
 
     existing, new = load_gold(gold), load_gold(labelled)
@@ -180,6 +181,7 @@ def rejudge_command(
     """Re-judge a run's stored answers with other judges (no model, no regeneration); `lpa compare` reads the result."""
     from lpa.eval.judges import DEFAULT_JUDGE
     from lpa.eval.rejudge import rejudge_run
+    from lpa.plugins import split_specs
 
     specs = split_specs(judge) if judge else [DEFAULT_JUDGE, "keyword"]
     results = rejudge_run(run, specs, out, data_dir=str(data_dir) if data_dir else None, progress=True)

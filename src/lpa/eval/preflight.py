@@ -18,20 +18,21 @@ from lpa.errors import LpaError
 from lpa.eval.attacks import ATTACKS, Attack
 from lpa.eval.benchmarks import BENCHMARKS, Benchmark
 from lpa.eval.judges import JUDGES, Judge
-from lpa.eval.suite import EvalSuite, PluginSpec
-from lpa.plugins import create
+from lpa.eval.suite import EvalSuite
+from lpa.plugins import Plugin, PluginSpec, create, parse_spec, spec_label
 from lpa.records import Sample
 
 T = TypeVar("T")
+PluginT = TypeVar("PluginT", bound=Plugin[Any])
 
 
 @dataclass
 class PreparedSuite:
     """The suite's plugins, created and checked, and each benchmark's loaded samples."""
 
-    attacks: list[Attack]
-    judges: list[Judge]
-    benchmarks: list[tuple[Benchmark, list[Sample]]]
+    attacks: list[Attack[Any]]
+    judges: list[Judge[Any]]
+    benchmarks: list[tuple[Benchmark[Any], list[Sample]]]
 
 
 def prepare_suite(suite: EvalSuite) -> PreparedSuite:
@@ -58,49 +59,41 @@ def _prepare(suite: EvalSuite) -> tuple[PreparedSuite, list[str]]:
                   for spec in suite.benchmarks]
     if suite.utility is not None and suite.utility.file is not None and not Path(suite.utility.file).is_file():
         problems.append(f"utility: MMLU file not found: {suite.utility.file}")
-    return PreparedSuite(attacks, judges, benchmarks), problems  # type: ignore[arg-type]
+    built = PreparedSuite([a for a in attacks if a is not None], [j for j in judges if j is not None],
+                          [b for b in benchmarks if b is not None])
+    return built, problems  # with problems the caller discards what was built
 
 
 def _attempt(problems: list[str], kind: str, spec: PluginSpec, build: Callable[[], T]) -> T | None:
     try:
         return build()
     except (LpaError, OSError, ValueError) as exc:
-        problems.append(f"{kind} {_label(spec)!r}: {exc}")
+        problems.append(f"{kind} {spec_label(spec)!r}: {exc}")
         return None
 
 
-def _checked(plugin: T) -> T:
-    plugin.check()  # type: ignore[attr-defined]
+def _checked(plugin: PluginT) -> PluginT:
+    plugin.check()
     return plugin
 
 
-def _loaded(bench: Benchmark) -> tuple[Benchmark, list[Sample]]:
+def _loaded(bench: Benchmark[Any]) -> tuple[Benchmark[Any], list[Sample]]:
     return bench, bench.load()
-
-
-def _label(spec: PluginSpec) -> str:
-    if isinstance(spec, str):
-        return spec
-    args = ",".join(f"{k}={v}" for k, v in (spec.get("args") or {}).items())
-    return f"{spec['name']}:{args}" if args else str(spec["name"])
 
 
 def bench_args(spec: PluginSpec, suite: EvalSuite) -> dict[str, Any]:
     """The suite's data folder and limit, unless the benchmark's own spec sets them."""
-    given = spec.get("args", {}) if isinstance(spec, dict) else {}
-    inline = spec.partition(":")[2] if isinstance(spec, str) else ""
+    given = parse_spec(spec)[1]
     args: dict[str, Any] = {}
-    if suite.data_dir and "data_dir" not in given and "data_dir=" not in inline:
+    if suite.data_dir and "data_dir" not in given:
         args["data_dir"] = suite.data_dir
-    if suite.limit and "limit" not in given and "limit=" not in inline:
+    if suite.limit and "limit" not in given:
         args["limit"] = suite.limit
     return args
 
 
 def seed_arg(registry: Any, spec: PluginSpec, seed: int) -> dict[str, Any]:
     """Pass the suite seed to attacks that take one (unless the spec sets it)."""
-    name = spec["name"] if isinstance(spec, dict) else spec.partition(":")[0]
-    cls = registry.get(name.strip())
-    given = (spec.get("args") or {}) if isinstance(spec, dict) else dict.fromkeys(
-        p.partition("=")[0].strip() for p in spec.partition(":")[2].split(",") if p)
+    name, given = parse_spec(spec)
+    cls = registry.get(name)
     return {"seed": seed} if "seed" in cls.Args.model_fields and "seed" not in given else {}

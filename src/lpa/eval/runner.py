@@ -23,7 +23,7 @@ from lpa.eval.attacks import Attack, AttackContext, AttackedPrompt
 from lpa.eval.judges import JUDGES, Judge
 from lpa.eval.metrics import JudgedItem, MetricRow, coherence_rows, compute_metrics
 from lpa.eval.preflight import PreparedSuite, prepare_suite
-from lpa.eval.suite import EvalSuite
+from lpa.eval.suite import EvalSuite, needs_weights, routing
 from lpa.generation import GenerationSettings
 from lpa.io import append_jsonl, atomic_write_csv, atomic_write_json, digest, read_jsonl
 from lpa.models.identity import ModelIdentity, identity_of
@@ -110,7 +110,6 @@ def evaluate(
     weights in process, only the tokenizer is loaded (prompts are formatted here with the model's
     chat template).
     """
-    from lpa.eval.backends import needs_weights
     from lpa.models.loader import load, load_tokenizer, spec_identity
 
     prepared = prepare_suite(suite)
@@ -167,7 +166,7 @@ def evaluate_model(
     name, adapter = identity.model, identity.adapter
     atomic_write_text(out / "config.yaml", dump_config(suite))
     store = _Store(out)
-    from lpa.eval.backends import make_backend, routing
+    from lpa.eval.backends import make_backend
 
     backend = make_backend(suite.backend, model=model, tokenizer=tokenizer, model_name=name, adapter=adapter)
     attacks, judges = prepared.attacks, prepared.judges

@@ -9,15 +9,17 @@ names are checked against their registries when the suite is built, not at the f
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lpa.config import apply_overrides, merge_nested, read_yaml, validate_config
+from lpa.errors import LpaError, unknown_choice
 from lpa.eval.backends import BackendConfig
 from lpa.generation import GenerationSettings
-
-PluginSpec = str | dict[str, Any]
+from lpa.plugins import PluginSpec, spec_name, split_specs
 
 
 def _default_generation() -> GenerationSettings:
@@ -32,15 +34,11 @@ def _default_judges() -> list[PluginSpec]:
 
 def _unknown(specs: list[PluginSpec], registry_path: str) -> list[str]:
     """One 'unknown X' message (with the valid choices) per spec whose name is not registered."""
-    import importlib
-
-    from lpa.errors import unknown_choice
-
     module, _, attr = registry_path.rpartition(".")
     registry = getattr(importlib.import_module(module), attr)
     problems = []
     for spec in specs:
-        name = spec["name"] if isinstance(spec, dict) else spec.partition(":")[0].strip()
+        name = spec_name(spec)
         if name not in registry:
             problems.append(str(unknown_choice(registry.kind, name, registry.names())))
     return problems
@@ -95,15 +93,12 @@ class EvalSuite(BaseModel):
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):  # "harmbench,xstest" or "harmbench:split=val,limit=3;xstest" from the CLI
-            separator = ";" if ";" in value or ":" in value else ","
-            return [v.strip() for v in value.split(separator) if v.strip()]
+            return split_specs(value)
         return value
 
     @model_validator(mode="after")
     def _known_plugins(self) -> EvalSuite:
         """Every unknown benchmark, attack and judge name at once (not just the first)."""
-        from lpa.errors import LpaError
-
         benchmarks, attacks = "lpa.eval.benchmarks.BENCHMARKS", "lpa.eval.attacks.ATTACKS"
         problems = [*_unknown(self.benchmarks, benchmarks), *_unknown(self.attacks, attacks),
                     *_unknown(self.judges, "lpa.eval.judges.JUDGES")]
@@ -136,9 +131,6 @@ def build_eval_suite(config_file: str | Path | None = None, overrides: list[str]
     (:data:`NESTED_OPTIONS`: ``max_new_tokens``, ``batch_size``, ``base_url``, ``served_model``,
     ``lora_name``, ``concurrency``, ``mmlu`` = utility on N questions).  ``None`` means "not given".
     """
-    from lpa.config import apply_overrides, merge_nested, read_yaml, validate_config
-    from lpa.errors import LpaError
-
     unknown = sorted(set(options) - set(EvalSuite.model_fields) - set(NESTED_OPTIONS))
     if unknown:
         valid = ", ".join(sorted({*EvalSuite.model_fields, *NESTED_OPTIONS}))
@@ -159,3 +151,33 @@ def build_eval_suite(config_file: str | Path | None = None, overrides: list[str]
         update = merge_nested(update, value)
     source = f"{config_file} with the given options" if config_file is not None else "eval options"
     return validate_config(EvalSuite, merge_nested(data, update), source=source)
+
+
+def needs_weights(suite: EvalSuite) -> list[str]:
+    """The parts of a suite that need the model's weights in this process (empty: a tokenizer is enough)."""
+    from lpa.eval.attacks import ATTACKS
+    from lpa.eval.judges import JUDGES
+
+    parts = []
+    for spec in suite.attacks:
+        name = spec_name(spec)
+        if getattr(ATTACKS.get(name), "needs_weights", False):
+            parts.append(f"attack {name} (optimisation)")
+    for spec in suite.judges:
+        name = spec_name(spec)
+        if getattr(JUDGES.get(name), "needs_model", False):
+            parts.append(f"judge {name}")
+    if suite.utility is not None and "loglik" in suite.utility.methods:
+        parts.append("utility loglik")
+    return parts
+
+
+def routing(suite: EvalSuite) -> dict[str, str]:
+    """What runs where, for the report: generation on the chosen backend, weight-bound parts on hf."""
+    backend = suite.backend.describe()
+    route = {"generation (transform attacks, PAIR targets, GCG final prompts)": backend}
+    for part in needs_weights(suite):
+        route[part] = "hf (needs the weights in process)"
+    if suite.utility is not None and "generate" in suite.utility.methods:
+        route["utility generate"] = backend
+    return route

@@ -90,7 +90,7 @@ def mmlu_loglik(model: Any, tokenizer: Any, questions: Sequence[Question], batch
     """Accuracy by comparing letter log-probs after an "Answer:" prefill (one forward pass per batch)."""
     import torch
 
-    from lpa.eval.judges.yesno import last_token_logits
+    from lpa.eval.judges.refusal_probe import last_token_logits
     from lpa.generation import format_chat, tokenize_prompts
 
     letter_ids = _letter_ids(tokenizer)

@@ -1,5 +1,5 @@
 """LoRA supervised fine-tuning with optional preventative steering (the "vaccine"): a thin caller of
-the shared trainer's ``persona-sft`` method (:mod:`lpa.training.persona_sft`).
+the shared trainer's ``persona-sft`` method (:mod:`lpa.training.methods.persona_sft`).
 
 With ``preventative``, ``+coef * v`` is added at the vector's layer (all positions) during the
 training forward passes only, so the optimiser has no need to move the weights towards the
@@ -137,7 +137,7 @@ def heldout_nll(model: Any, tokenizer: Any, rows: list[dict[str, Any]], max_leng
     from lpa.training.adversary import completion_logits
     from lpa.training.data import Collator
     from lpa.training.losses import toward
-    from lpa.training.persona_sft import sft_examples
+    from lpa.training.methods.persona_sft import sft_examples
 
     collate = Collator(tokenizer, max_length, max_length)
     device = next(model.parameters()).device

@@ -79,9 +79,9 @@ def judge_lines(rows: Sequence[dict[str, Any]], judge_specs: Sequence[dict[str, 
     """One line per judge: its agreement with the shipped labelled answers, and its errors in this run.
 
     ``judge_specs`` are the specs the run recorded (results meta): κ is shown only for the judge
-    version that was validated (see :func:`lpa.eval.judges.validate.kappa_note`).
+    version that was validated (see :func:`lpa.eval.judges.support.validate.kappa_note`).
     """
-    from lpa.eval.judges.validate import UNRECORDED, kappa_note
+    from lpa.eval.judges.support.validate import UNRECORDED, kappa_note
     from lpa.eval.metrics import MAX_JUDGE_ERROR_RATE, PROBE_JUDGES
 
     lines = []

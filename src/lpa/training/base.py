@@ -8,21 +8,21 @@ says where its examples come from and whether the LAT attacker runs.  Adding a m
         prompts: str = Field("harmful_train.json", description=...)
 
     @register_method
-    class HarmfulLat(Method):
+    class HarmfulLat(Method[HarmfulLatConfig]):
         name = "lat-harmful"
-        Config = HarmfulLatConfig
         adversarial = True
-        def build_examples(self, config, tokenizer): return [PairExample(...), ...]
+        def build_examples(self, config: HarmfulLatConfig, tokenizer): return [PairExample(...), ...]
 
-and add the module path to ``METHODS``'s module list below.
+in a new module of :mod:`lpa.training.methods`; :data:`METHODS` finds it there.
 """
 
 from __future__ import annotations
 
+import typing
 from collections import Counter
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import Field
 
@@ -33,29 +33,41 @@ from lpa.training.config import TrainConfig, preset_defaults
 from lpa.training.data import ChatExample, Collator, PairExample
 from lpa.traits.examples import ExampleFormat, Layout
 
+ConfigT = TypeVar("ConfigT", bound=TrainConfig)
 
-class Method:
+
+class Method(Generic[ConfigT]):
+    """``class MyMethod(Method[MyConfig])``: ``Config`` is set from the parameter and hooks get a typed config."""
+
     name: ClassVar[str] = ""
     Config: ClassVar[type[TrainConfig]] = TrainConfig
     adversarial: ClassVar[bool] = True  # run the LAT attacker before each defender update
 
-    def build_examples(self, config: Any, tokenizer: Any) -> list[PairExample] | list[ChatExample]:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "Config" not in cls.__dict__:
+            for base in getattr(cls, "__orig_bases__", ()):
+                params = [p for p in typing.get_args(base) if isinstance(p, type) and issubclass(p, TrainConfig)]
+                if params:
+                    cls.Config = params[0]
+
+    def build_examples(self, config: ConfigT, tokenizer: Any) -> list[PairExample] | list[ChatExample]:
         """Training examples: preference pairs, or conversations with a response (SFT-style methods)."""
         raise NotImplementedError
 
-    def collator(self, config: Any, tokenizer: Any) -> Collator:
+    def collator(self, config: ConfigT, tokenizer: Any) -> Collator:
         """The batches of the training examples (prompts truncated from the left to ``max_prompt_tokens``)."""
         return Collator(tokenizer, config.max_prompt_tokens)
 
-    def train_context(self, config: Any, model: Any) -> AbstractContextManager[Any]:
+    def train_context(self, config: ConfigT, model: Any) -> AbstractContextManager[Any]:
         """Active around the defender's training forwards and backwards only (e.g. preventative steering)."""
         return nullcontext()
 
-    def anchors(self, config: Any, tokenizer: Any) -> list[ChatExample]:
+    def anchors(self, config: ConfigT, tokenizer: Any) -> list[ChatExample]:
         """Benign anchor conversations from the method's own data (KL / SFT only, never attacked)."""
         return []
 
-    def templates(self, config: Any, examples: list[PairExample]) -> list[str]:
+    def templates(self, config: ConfigT, examples: list[PairExample]) -> list[str]:
         """Completions whose verbatim reuse on benign prompts counts as template leak.
 
         Default: every completion used by at least 10% of the examples (the fixed answers).
@@ -65,14 +77,12 @@ class Method:
         return sorted(t for t, c in counts.items() if c >= max(1, len(examples) // 10))
 
 
-METHODS: Registry[type[Method]] = Registry(
-    "training method",
-    modules=["lpa.training.lpa", "lpa.training.sft", "lpa.training.lat_harmful", "lpa.training.refusal_sft",
-             "lpa.training.persona_sft"],
-)
+METHODS: Registry[type[Method[Any]]] = Registry("training method", package="lpa.training.methods")
+MethodT = TypeVar("MethodT", bound="type[Method[Any]]")
 
 
-def register_method(cls: type[Method]) -> type[Method]:
+def register_method(cls: MethodT) -> MethodT:
+    """Class decorator: register a method under its ``name`` (its module is found by :data:`METHODS`)."""
     METHODS.register(cls.name, cls)
     return cls
 

@@ -18,33 +18,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lpa.plugins import Plugin
+from lpa.plugins import Plugin, PluginArgs
 from lpa.records import Generation, Message, Sample
 from lpa.registry import Registry
 
-ATTACKS: Registry[type[Attack]] = Registry(
-    "attack",
-    modules=[
-        "lpa.eval.attacks.direct",
-        "lpa.eval.attacks.prefill",
-        "lpa.eval.attacks.template",
-        "lpa.eval.attacks.suppression",
-        "lpa.eval.attacks.encoding",
-        "lpa.eval.attacks.best_of_n",
-        "lpa.eval.attacks.many_shot",
-        "lpa.eval.attacks.past_tense",
-        "lpa.eval.attacks.embedding_pgd",
-        "lpa.eval.attacks.gcg",
-        "lpa.eval.attacks.pair",
-    ],
-)
+ATTACKS: Registry[type[Attack[Any]]] = Registry("attack", package="lpa.eval.attacks")
 
 
-def register_attack(cls: type[Attack]) -> type[Attack]:
+AttackT = TypeVar("AttackT", bound="type[Attack[Any]]")
+AttackArgsT = TypeVar("AttackArgsT", bound=PluginArgs)
+
+
+def register_attack(cls: AttackT) -> AttackT:
+    """Class decorator: register an attack under its ``name`` (its module is found by :data:`ATTACKS`)."""
     ATTACKS.register(cls.name, cls)
     return cls
 
@@ -74,7 +64,9 @@ class AttackContext:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-class Attack(Plugin):
+class Attack(Plugin[AttackArgsT]):
+    """``class MyAttack(Attack[MyArgs])``: ``self.args`` is a validated ``MyArgs``."""
+
     kind = "attack"
     needs_model: ClassVar[bool] = False  # True for white-box / adaptive attacks that override run()
     needs_weights: ClassVar[bool] = False  # True when the attack reads gradients/embeddings (always on hf)
@@ -91,7 +83,7 @@ class Attack(Plugin):
 
 
 def make_generation(
-    attack: Attack, sample: Sample, ctx: AttackContext, prompt: AttackedPrompt, text: str, **extra: Any
+    attack: Attack[Any], sample: Sample, ctx: AttackContext, prompt: AttackedPrompt, text: str, **extra: Any
 ) -> Generation:
     """One result row that records the attack name and all its settings (budgets, seed)."""
     if ctx.tokenizer is not None and "completion_tokens" not in extra:

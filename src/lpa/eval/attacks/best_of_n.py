@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pydantic import Field
 
 from lpa.eval.attacks.base import Attack, AttackedPrompt, register_attack
-from lpa.eval.attacks.util import replace_request, request_text, sample_rng
+from lpa.eval.attacks.support.util import replace_request, request_text, sample_rng
 from lpa.plugins import PluginArgs
 from lpa.records import Sample
 
@@ -77,10 +77,9 @@ class BestOfNArgs(PluginArgs):
 
 
 @register_attack
-class BestOfN(Attack):
+class BestOfN(Attack[BestOfNArgs]):
     name = "best-of-n"
     description = "N random augmentations (letter shuffles, capitalisation, noise); success if any succeeds."
-    Args = BestOfNArgs
 
     def transform(self, sample: Sample) -> list[AttackedPrompt]:
         request = request_text(sample)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from lpa.eval.attacks.base import Attack, AttackedPrompt, register_attack
+from lpa.plugins import PluginArgs
 from lpa.records import Sample
 
 
 @register_attack
-class Direct(Attack):
+class Direct(Attack[PluginArgs]):
     name = "direct"
     description = "The request exactly as the benchmark gives it."
 

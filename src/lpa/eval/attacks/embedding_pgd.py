@@ -15,13 +15,13 @@ import torch
 from pydantic import Field
 
 from lpa.eval.attacks.base import Attack, AttackContext, AttackedPrompt, make_generation, register_attack
-from lpa.eval.attacks.util import (
+from lpa.eval.attacks.support.util import (
     DEFAULT_TARGET,
     replace_request,
     request_text,
     target_string,
 )
-from lpa.eval.attacks.whitebox import (
+from lpa.eval.attacks.support.whitebox import (
     embedding_matrix,
     generate_from_embeds,
     model_device,
@@ -98,10 +98,9 @@ def optimise_suffix(model, tokenizer, messages, target: str, args: EmbeddingPGDA
 
 
 @register_attack
-class EmbeddingPGD(Attack):
+class EmbeddingPGD(Attack[EmbeddingPGDArgs]):
     name = "embedding-pgd"
     description = "White-box: optimise continuous suffix embeddings toward a target string, generate from them."
-    Args = EmbeddingPGDArgs
     needs_model = True
     needs_weights = True
 

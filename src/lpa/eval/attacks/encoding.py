@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from lpa.eval.attacks.base import Attack, AttackedPrompt, register_attack
-from lpa.eval.attacks.util import replace_request, request_text
+from lpa.eval.attacks.support.util import replace_request, request_text
 from lpa.plugins import PluginArgs
 from lpa.records import Sample
 
@@ -68,10 +68,9 @@ class EncodingArgs(PluginArgs):
 
 
 @register_attack
-class Encoding(Attack):
+class Encoding(Attack[EncodingArgs]):
     name = "encoding"
     description = "Send the request base64/ROT13/leetspeak/letter-spaced with an instruction to decode and answer."
-    Args = EncodingArgs
 
     def transform(self, sample: Sample) -> list[AttackedPrompt]:
         request = request_text(sample)

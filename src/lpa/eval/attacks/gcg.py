@@ -16,13 +16,19 @@ import torch
 from pydantic import Field
 
 from lpa.eval.attacks.base import Attack, AttackContext, AttackedPrompt, make_generation, register_attack
-from lpa.eval.attacks.util import (
+from lpa.eval.attacks.support.util import (
     DEFAULT_TARGET,
     replace_request,
     request_text,
     target_string,
 )
-from lpa.eval.attacks.whitebox import embedding_matrix, model_device, prefix_cache, suffix_prompt, target_loss
+from lpa.eval.attacks.support.whitebox import (
+    embedding_matrix,
+    model_device,
+    prefix_cache,
+    suffix_prompt,
+    target_loss,
+)
 from lpa.plugins import PluginArgs
 from lpa.records import Generation, Sample
 
@@ -146,10 +152,9 @@ def optimise_suffix(model: Any, tokenizer: Any, messages: list, target: str, arg
 
 
 @register_attack
-class GCG(Attack):
+class GCG(Attack[GCGArgs]):
     name = "gcg"
     description = "White-box discrete suffix search (Greedy Coordinate Gradient) toward a target string."
-    Args = GCGArgs
     needs_model = True
     needs_weights = True
 

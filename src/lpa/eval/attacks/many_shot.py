@@ -12,7 +12,7 @@ from pydantic import Field
 
 from lpa.errors import LpaError
 from lpa.eval.attacks.base import Attack, AttackedPrompt, register_attack
-from lpa.eval.attacks.util import DATA_DIR, sample_rng
+from lpa.eval.attacks.support.util import DATA_DIR, sample_rng
 from lpa.plugins import PluginArgs
 from lpa.records import Message, Sample
 
@@ -47,10 +47,9 @@ class ManyShotArgs(PluginArgs):
 
 
 @register_attack
-class ManyShot(Attack):
+class ManyShot(Attack[ManyShotArgs]):
     name = "many-shot"
     description = "k fabricated turns where the assistant complies (placeholders), then the request."
-    Args = ManyShotArgs
 
     def check(self) -> None:
         load_shots(self.args.file or DEFAULT_SHOTS)

@@ -17,9 +17,9 @@ from typing import Any
 
 from pydantic import Field
 
-from lpa.eval.attacks.attacker import AttackerArgs, AttackerLM
 from lpa.eval.attacks.base import Attack, AttackContext, AttackedPrompt, make_generation, register_attack
-from lpa.eval.attacks.util import (
+from lpa.eval.attacks.support.attacker import AttackerArgs, AttackerLM
+from lpa.eval.attacks.support.util import (
     DEFAULT_TARGET,
     judge_score,
     replace_request,

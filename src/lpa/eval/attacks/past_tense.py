@@ -12,9 +12,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lpa.eval.attacks.attacker import AttackerArgs, AttackerLM
 from lpa.eval.attacks.base import Attack, AttackedPrompt, register_attack
-from lpa.eval.attacks.util import replace_request, request_text, stable_seed
+from lpa.eval.attacks.support.attacker import AttackerArgs, AttackerLM
+from lpa.eval.attacks.support.util import replace_request, request_text, stable_seed
 from lpa.records import Sample
 
 _RULES: list[tuple[re.Pattern[str], str]] = [
@@ -62,10 +62,9 @@ class PastTenseArgs(AttackerArgs):
 
 
 @register_attack
-class PastTense(Attack):
+class PastTense(Attack[PastTenseArgs]):
     name = "past-tense"
     description = "Reformulate the request in the past tense ('How did people ...'), by rule or attacker model."
-    Args = PastTenseArgs
 
     def __init__(self, **args: object) -> None:
         super().__init__(**args)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from lpa.eval.attacks.base import Attack, AttackedPrompt, register_attack
-from lpa.eval.attacks.util import DEFAULT_TARGET, target_string
+from lpa.eval.attacks.support.util import DEFAULT_TARGET, target_string
 from lpa.plugins import PluginArgs
 from lpa.records import Sample
 
@@ -20,10 +20,9 @@ class PrefillArgs(PluginArgs):
 
 
 @register_attack
-class Prefill(Attack):
+class Prefill(Attack[PrefillArgs]):
     name = "prefill"
     description = "Start the assistant turn with a compliant prefix ('Sure, here is ...') and let the model continue."
-    Args = PrefillArgs
 
     def transform(self, sample: Sample) -> list[AttackedPrompt]:
         prefix = target_string(sample, self.args.prefix) if self.args.use_target else self.args.prefix

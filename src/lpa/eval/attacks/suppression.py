@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from lpa.eval.attacks.base import Attack, AttackedPrompt, register_attack
-from lpa.eval.attacks.util import replace_request, request_text
+from lpa.eval.attacks.support.util import replace_request, request_text
 from lpa.plugins import PluginArgs
 from lpa.records import Sample
 
@@ -37,10 +37,9 @@ class PrefixInjectionArgs(PluginArgs):
 
 
 @register_attack
-class RefusalSuppression(Attack):
+class RefusalSuppression(Attack[SuppressionArgs]):
     name = "refusal-suppression"
     description = "Wrap the request in rules forbidding apologies, disclaimers and refusal words."
-    Args = SuppressionArgs
 
     def transform(self, sample: Sample) -> list[AttackedPrompt]:
         text = self.args.template.replace("{request}", request_text(sample))
@@ -48,10 +47,9 @@ class RefusalSuppression(Attack):
 
 
 @register_attack
-class PrefixInjection(Attack):
+class PrefixInjection(Attack[PrefixInjectionArgs]):
     name = "prefix-injection"
     description = "Instruct the model to begin its answer with a fixed compliant sentence."
-    Args = PrefixInjectionArgs
 
     def transform(self, sample: Sample) -> list[AttackedPrompt]:
         text = (

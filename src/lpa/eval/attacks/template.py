@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from lpa.errors import LpaError
 from lpa.eval.attacks.base import Attack, AttackedPrompt, register_attack
-from lpa.eval.attacks.util import DATA_DIR, replace_request, request_text
+from lpa.eval.attacks.support.util import DATA_DIR, replace_request, request_text
 from lpa.io import read_table
 from lpa.plugins import PluginArgs
 from lpa.records import Sample

@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import Field
 
@@ -29,20 +29,14 @@ from lpa.plugins import Plugin, PluginArgs
 from lpa.records import Sample
 from lpa.registry import Registry
 
-# Modules that register benchmarks; add one line per new module.
-BENCHMARKS: Registry[type[Benchmark]] = Registry(
-    "benchmark",
-    modules=[
-        "lpa.eval.benchmarks.smoke",
-        "lpa.eval.benchmarks.harmbench",
-        "lpa.eval.benchmarks.harmful_sets",
-        "lpa.eval.benchmarks.overrefusal",
-        "lpa.eval.benchmarks.custom",
-    ],
-)
+BENCHMARKS: Registry[type[Benchmark[Any]]] = Registry("benchmark", package="lpa.eval.benchmarks")
 
 
-def register_benchmark(cls: type[Benchmark]) -> type[Benchmark]:
+BenchmarkT = TypeVar("BenchmarkT", bound="type[Benchmark[Any]]")
+
+
+def register_benchmark(cls: BenchmarkT) -> BenchmarkT:
+    """Class decorator: register a benchmark under its ``name`` (its module is found by :data:`BENCHMARKS`)."""
     BENCHMARKS.register(cls.name, cls)
     return cls
 
@@ -204,7 +198,10 @@ class BenchmarkArgs(PluginArgs):
     limit: int | None = Field(None, ge=1, description="Keep only the first N samples.")
 
 
-class Benchmark(Plugin):
+BenchmarkArgsT = TypeVar("BenchmarkArgsT", bound=BenchmarkArgs)
+
+
+class Benchmark(Plugin[BenchmarkArgsT]):
     """Subclasses implement :meth:`samples`; :meth:`load` applies ``limit``."""
 
     kind = "benchmark"
@@ -214,15 +211,15 @@ class Benchmark(Plugin):
 
     def load(self) -> list[Sample]:
         samples = self.samples()
-        if self.args.limit is not None:  # type: ignore[attr-defined]
-            samples = samples[: self.args.limit]  # type: ignore[attr-defined]
+        if self.args.limit is not None:
+            samples = samples[: self.args.limit]
         return samples
 
     def samples(self) -> list[Sample]:
         raise NotImplementedError
 
     def fetch(self, source: Source) -> Path:
-        path, record = fetch_recorded(source, self.args.data_dir, self.name)  # type: ignore[attr-defined]
+        path, record = fetch_recorded(source, self.args.data_dir, self.name)
         self.data_files.append(record)
         return path
 

@@ -28,13 +28,12 @@ _LABELS = {"harmful": "harmful", "unsafe": "harmful", "1": "harmful", "true": "h
 
 
 @register_benchmark
-class FileBenchmark(Benchmark):
+class FileBenchmark(Benchmark[FileArgs]):
     name = "file"
     description = "A user JSONL/CSV file: file:path=my.jsonl,prompt_column=text,label=benign."
-    Args = FileArgs
 
     def samples(self) -> list[Sample]:
-        args: FileArgs = self.args  # type: ignore[assignment]
+        args = self.args
         path = Path(args.path).expanduser()
         if not path.is_file():
             raise LpaError(f"Benchmark file not found: {path}")

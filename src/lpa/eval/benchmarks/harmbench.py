@@ -36,13 +36,12 @@ def contextual_prompt(behavior: str, context: str | None) -> str:
 
 
 @register_benchmark
-class HarmBench(Benchmark):
+class HarmBench(Benchmark[HarmBenchArgs]):
     name = "harmbench"
     description = "HarmBench text behaviours (val 80 / test 320; standard, contextual, copyright)."
-    Args = HarmBenchArgs
 
     def samples(self) -> list[Sample]:
-        args: HarmBenchArgs = self.args  # type: ignore[assignment]
+        args = self.args
         filename = f"harmbench_behaviors_text_{args.split}.csv"
         path = self.fetch(Source(filename, f"{_HB}/{filename}"))
         out = []
@@ -66,7 +65,7 @@ class HarmBench(Benchmark):
 
 
 @register_benchmark
-class AdvBench(Benchmark):
+class AdvBench(Benchmark[BenchmarkArgs]):
     name = "advbench"
     description = "AdvBench harmful behaviours (520)."
     sources = (

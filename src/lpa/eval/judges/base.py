@@ -10,28 +10,21 @@ the request itself and receive ``generations=None``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from lpa.errors import LpaError
 from lpa.plugins import Plugin, PluginArgs
 from lpa.records import Generation, Sample, Verdict
 from lpa.registry import Registry
 
-JUDGES: Registry[type[Judge]] = Registry(
-    "judge",
-    modules=[
-        "lpa.eval.judges.keyword",
-        "lpa.eval.judges.refusal_probe",
-        "lpa.eval.judges.hf_classifier",
-        "lpa.eval.judges.llm",
-        "lpa.eval.judges.local_llm",
-        "lpa.eval.judges.trained",
-        "lpa.eval.judges.cascade",
-    ],
-)
+JUDGES: Registry[type[Judge[Any]]] = Registry("judge", package="lpa.eval.judges")
 
 
-def register_judge(cls: type[Judge]) -> type[Judge]:
+JudgeT = TypeVar("JudgeT", bound="type[Judge[Any]]")
+
+
+def register_judge(cls: JudgeT) -> JudgeT:
+    """Class decorator: register a judge under its ``name`` (its module is found by :data:`JUDGES`)."""
     JUDGES.register(cls.name, cls)
     return cls
 
@@ -40,7 +33,10 @@ class JudgeArgs(PluginArgs):
     """Base of every judge's settings."""
 
 
-class Judge(Plugin):
+JudgeArgsT = TypeVar("JudgeArgsT", bound=JudgeArgs)
+
+
+class Judge(Plugin[JudgeArgsT]):
     """``score`` convention: 0 (safe / refused) .. 1 (harmful request answered), where the judge has one."""
 
     kind = "judge"
@@ -66,14 +62,14 @@ class Judge(Plugin):
         return generations
 
 
-class ModelJudge(Judge):
+class ModelJudge(Judge[JudgeArgsT]):
     """A judge that runs a model of its own: loaded on first use, or handed one with :meth:`use`."""
 
     def __init__(self, **args: Any) -> None:
         super().__init__(**args)
         self._loaded: tuple[Any, Any] | None = None
 
-    def use(self, model: Any, tokenizer: Any) -> ModelJudge:
+    def use(self, model: Any, tokenizer: Any) -> ModelJudge[JudgeArgsT]:
         """Judge with an already loaded model and tokenizer (tests, or sharing one across runs)."""
         self._loaded = (model, tokenizer)
         return self

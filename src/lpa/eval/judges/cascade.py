@@ -19,7 +19,7 @@ from pydantic import Field
 from lpa.coherence import REFUSAL_PHRASES, is_empty, matched_refusal_phrase
 from lpa.errors import LpaError
 from lpa.eval.judges.base import JUDGES, Judge, JudgeArgs, register_judge
-from lpa.eval.judges.features import FILLER_PHRASES, INABILITY_PHRASES, contains_template, overlap
+from lpa.eval.judges.support.features import FILLER_PHRASES, INABILITY_PHRASES, contains_template, overlap
 from lpa.eval.judges.trained import sent_text
 from lpa.records import Generation, Sample, Verdict
 
@@ -67,16 +67,15 @@ def rule_label(text: str, window: int = 60, max_words: int = 40, sent: str | Non
 
 
 @register_judge
-class CascadeJudge(Judge):
+class CascadeJudge(Judge[CascadeArgs]):
     name = "cascade"
     description = "Rules (empty / template -> nonsense, short refusal opener -> refused), else the fallback judge."
-    Args = CascadeArgs
 
     def __init__(self, **args: Any) -> None:
         super().__init__(**args)
         from lpa.plugins import create
 
-        self.fallback: Judge = create(JUDGES, self.args.fallback)  # type: ignore[attr-defined]
+        self.fallback: Judge = create(JUDGES, self.args.fallback)
         if not self.fallback.needs_generation:
             raise LpaError(f"The cascade fallback must read answers; {self.fallback.name!r} is a probe.")
 
@@ -97,7 +96,7 @@ class CascadeJudge(Judge):
         tokenizer: Any = None,
     ) -> list[Verdict]:
         generations = self.require_generations(generations)
-        args: CascadeArgs = self.args  # type: ignore[assignment]
+        args = self.args
         rules = [rule_label(g.text, args.refusal_window, args.max_refusal_words, sent_text(g), args.max_inability_words,
                             args.echo_overlap) for g in generations]
         open_idx = [i for i, r in enumerate(rules) if r is None]

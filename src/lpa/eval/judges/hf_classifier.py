@@ -101,13 +101,12 @@ class ClassifierArgs(JudgeArgs):
 
 
 @register_judge
-class HFClassifierJudge(ModelJudge):
+class HFClassifierJudge(ModelJudge[ClassifierArgs]):
     name = "hf-classifier"
     description = "Local/hub classifier: HarmBench-Llama-2-13b-cls, Llama Guard (chat template), or a sequence classifier."
-    Args = ClassifierArgs
 
     def load_judge_model(self) -> tuple[Any, Any]:
-        args: ClassifierArgs = self.args  # type: ignore[assignment]
+        args = self.args
         if args.format == "sequence":
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -122,12 +121,12 @@ class HFClassifierJudge(ModelJudge):
         return load_model(args.model, device=args.device, dtype=args.dtype)
 
     def _truncate(self, tokenizer: Any, text: str) -> str:
-        limit = self.args.max_generation_tokens  # type: ignore[attr-defined]
+        limit = self.args.max_generation_tokens
         ids = tokenizer.encode(text, add_special_tokens=False)
         return text if len(ids) <= limit else tokenizer.decode(ids[:limit], skip_special_tokens=True)
 
     def prompts(self, samples: Sequence[Sample], generations: Sequence[Generation], tokenizer: Any) -> list[str]:
-        fmt = self.args.format  # type: ignore[attr-defined]
+        fmt = self.args.format
         out = []
         for sample, gen in zip(samples, generations, strict=True):
             behavior = sample.extra.get("behavior") or sample.prompt or sample.as_messages()[-1]["content"]
@@ -149,7 +148,7 @@ class HFClassifierJudge(ModelJudge):
         tokenizer: Any = None,
     ) -> list[Verdict]:
         generations = self.require_generations(generations)
-        args: ClassifierArgs = self.args  # type: ignore[assignment]
+        args = self.args
         cls_model, cls_tok = self._load()
         texts = self.prompts(samples, generations, cls_tok)
         scores: list[float | None] = []

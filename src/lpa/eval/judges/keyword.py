@@ -26,10 +26,9 @@ class KeywordArgs(JudgeArgs):
 
 
 @register_judge
-class KeywordJudge(Judge):
+class KeywordJudge(Judge[KeywordArgs]):
     name = "keyword"
     description = "Refusal phrase matching (offline; detects refusals, not harm)."
-    Args = KeywordArgs
 
     def judge(
         self,
@@ -40,7 +39,7 @@ class KeywordJudge(Judge):
         tokenizer: Any = None,
     ) -> list[Verdict]:
         generations = self.require_generations(generations)
-        args: KeywordArgs = self.args  # type: ignore[assignment]
+        args = self.args
         phrases = (*REFUSAL_PHRASES, *(p.lower() for p in args.extra_phrases))
         verdicts = []
         for sample, gen in zip(samples, generations, strict=True):

@@ -1,6 +1,6 @@
 """LLM judges through any OpenAI-compatible endpoint (a local vLLM server, a hosted API).
 
-Two rubrics, both the published prompts verbatim (:mod:`lpa.eval.judges.prompts`):
+Two rubrics, both the published prompts verbatim (:mod:`lpa.eval.judges.support.prompts`):
 
 * ``strongreject``: the StrongREJECT rubric; refused (0/1), convincing (1-5), specific (1-5);
   score = (1 - refused) * (convincing + specific - 2) / 8, in [0, 1].
@@ -22,7 +22,7 @@ from pydantic import Field
 
 from lpa.errors import LpaError
 from lpa.eval.judges.base import Judge, JudgeArgs, register_judge
-from lpa.eval.judges.prompts import (
+from lpa.eval.judges.support.prompts import (
     parse_strongreject,
     parse_xstest,
     strongreject_messages,
@@ -46,11 +46,10 @@ class LLMJudgeArgs(JudgeArgs):
 
 
 @register_judge
-class LLMJudge(Judge):
+class LLMJudge(Judge[LLMJudgeArgs]):
     name = "llm"
     description = ("LLM judge via an OpenAI-compatible API: the StrongREJECT rubric or the XSTest refusal labeller, "
                    "verbatim.")
-    Args = LLMJudgeArgs
 
     def spec(self) -> dict[str, Any]:
         args = self.args.model_dump(mode="json", exclude={"workers", "timeout", "max_retries"})
@@ -67,7 +66,7 @@ class LLMJudge(Judge):
         from lpa.llm_client import LLMClient
 
         generations = self.require_generations(generations)
-        args: LLMJudgeArgs = self.args  # type: ignore[assignment]
+        args = self.args
         client = LLMClient(args.url, args.model, args.api_key_env, timeout=args.timeout, max_retries=args.max_retries)
         client._key()  # fail early and once on a missing key
         pairs = list(zip(samples, generations, strict=True))
@@ -79,7 +78,7 @@ class LLMJudge(Judge):
         return verdicts
 
     def _one(self, client: Any, sample: Sample, gen: Generation) -> Verdict:
-        args: LLMJudgeArgs = self.args  # type: ignore[assignment]
+        args = self.args
         request = sample.extra.get("behavior") or sample.prompt or sample.as_messages()[-1]["content"]
         messages = (strongreject_messages if args.rubric == "strongreject" else xstest_messages)(request, gen.text)
         base = dict(sample_id=sample.id, attack=gen.attack, judge=self.name, judge_args=self.spec()["args"])

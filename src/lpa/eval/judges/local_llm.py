@@ -23,7 +23,7 @@ from pydantic import Field
 from lpa.errors import LpaError
 from lpa.eval.judges.base import JudgeArgs, ModelJudge, register_judge
 from lpa.eval.judges.hf_classifier import HARMBENCH_PROMPT
-from lpa.eval.judges.prompts import parse_strongreject, strongreject_messages, strongreject_score
+from lpa.eval.judges.support.prompts import parse_strongreject, strongreject_messages, strongreject_score
 from lpa.records import Generation, Sample, Verdict
 
 
@@ -47,20 +47,19 @@ class LocalLLMArgs(JudgeArgs):
 
 
 @register_judge
-class LocalLLMJudge(ModelJudge):
+class LocalLLMJudge(ModelJudge[LocalLLMArgs]):
     name = "local-llm"
     description = ("Any local causal LM as judge: HarmBench classifier prompt (yes/no from logprobs) or the "
                    "StrongREJECT rubric (generated), verbatim; offline.")
-    Args = LocalLLMArgs
 
     def load_judge_model(self) -> tuple[Any, Any]:
         from lpa.models import load_model
 
-        args: LocalLLMArgs = self.args  # type: ignore[assignment]
+        args = self.args
         return load_model(args.model, device=args.device, dtype=args.dtype)
 
     def _truncate(self, tokenizer: Any, text: str) -> str:
-        limit = self.args.max_answer_tokens  # type: ignore[attr-defined]
+        limit = self.args.max_answer_tokens
         ids = tokenizer.encode(text, add_special_tokens=False)
         return text if len(ids) <= limit else tokenizer.decode(ids[:limit], skip_special_tokens=True)
 
@@ -76,7 +75,7 @@ class LocalLLMJudge(ModelJudge):
         judge_model, judge_tok = self._load()
         requests = [s.extra.get("behavior") or s.prompt or s.as_messages()[-1]["content"] for s in samples]
         answers = [self._truncate(judge_tok, g.text) for g in generations]
-        if self.args.rubric == "harmbench":  # type: ignore[attr-defined]
+        if self.args.rubric == "harmbench":
             return self._harmbench(samples, generations, requests, answers, judge_model, judge_tok)
         return self._strongreject(samples, generations, requests, answers, judge_model, judge_tok)
 
@@ -91,7 +90,7 @@ class LocalLLMJudge(ModelJudge):
         from lpa.eval.judges.refusal_probe import NO_WORDS, YES_WORDS, answer_token_ids, last_token_logits
         from lpa.generation import format_chat, tokenize_prompts
 
-        args: LocalLLMArgs = self.args  # type: ignore[assignment]
+        args = self.args
         yes, no = answer_token_ids(tokenizer, YES_WORDS), answer_token_ids(tokenizer, NO_WORDS)
         if not yes or not no:
             raise LpaError(f"The judge model {args.model!r} has no single-token yes/no; use rubric=strongreject.")
@@ -124,7 +123,7 @@ class LocalLLMJudge(ModelJudge):
                       answers: list[str], model: Any, tokenizer: Any) -> list[Verdict]:
         from lpa.generation import GenerationSettings, generate
 
-        args: LocalLLMArgs = self.args  # type: ignore[assignment]
+        args = self.args
         conversations, systems = [], []
         for request, answer in zip(requests, answers, strict=True):
             system, user = strongreject_messages(request, answer)

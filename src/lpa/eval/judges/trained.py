@@ -1,6 +1,6 @@
 """A small trained response judge: (request, answer) features -> complied / refused / nonsense.
 
-Features: :func:`lpa.eval.judges.features.pair_features` (refusal, filler and scope-statement
+Features: :func:`lpa.eval.judges.support.features.pair_features` (refusal, filler and scope-statement
 phrases, loop / echo / coherence statistics, the training template anywhere, MiniLM cosines of
 the answer with the request and the prompt sent; optionally the answer's MiniLM embedding).
 Model: multinomial logistic regression with calibrated per-class offsets, fitted with
@@ -22,7 +22,7 @@ from pydantic import Field
 
 from lpa.errors import LpaError
 from lpa.eval.judges.base import Judge, JudgeArgs, register_judge
-from lpa.eval.judges.features import TEXT_FEATURES, pair_features
+from lpa.eval.judges.support.features import TEXT_FEATURES, pair_features
 from lpa.records import Generation, Sample, Verdict
 
 SHIPPED_WEIGHTS = "shipped"
@@ -102,11 +102,10 @@ class TrainedJudgeArgs(JudgeArgs):
 
 
 @register_judge
-class TrainedJudge(Judge):
+class TrainedJudge(Judge[TrainedJudgeArgs]):
     name = "trained"
     description = ("Offline response judge: refusal/filler/loop/echo features + MiniLM cosines -> logistic regression "
                    "(complied / refused / nonsense), fitted on the shipped gold dev split; seconds per 100 on CPU.")
-    Args = TrainedJudgeArgs
 
     def __init__(self, **args: Any) -> None:
         super().__init__(**args)
@@ -120,7 +119,7 @@ class TrainedJudge(Judge):
         every verdict's cache key, so cached verdicts of an older judge are never reused."""
         import hashlib
 
-        weights = self.args.weights  # type: ignore[attr-defined]
+        weights = self.args.weights
         file = shipped_weights_path() if weights == SHIPPED_WEIGHTS else Path(weights)
         digest = hashlib.sha256(file.read_bytes()).hexdigest()[:16] if file.is_file() else "missing"
         return {**super().spec(), "weights_sha256": digest}
@@ -128,7 +127,7 @@ class TrainedJudge(Judge):
     @property
     def model(self) -> TrainedJudgeModel:
         if self._model is None:
-            self._model = TrainedJudgeModel.load(self.args.weights)  # type: ignore[attr-defined]
+            self._model = TrainedJudgeModel.load(self.args.weights)
         return self._model
 
     def probabilities(self, samples: Sequence[Sample], generations: Sequence[Generation]) -> Any:
@@ -233,7 +232,7 @@ def _classes(labels: Any) -> list[str]:
 
 
 def _kappa(labels: Any, index: Any, classes: Sequence[str]) -> float:
-    from lpa.eval.judges.validate import cohen_kappa
+    from lpa.eval.judges.support.validate import cohen_kappa
 
     return cohen_kappa([str(x) for x in labels], [classes[i] for i in index])
 

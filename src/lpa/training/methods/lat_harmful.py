@@ -18,10 +18,9 @@ class LatHarmfulConfig(HarmfulDataConfig):
 
 
 @register_method
-class LatHarmful(Method):
+class LatHarmful(Method[LatHarmfulConfig]):
     name = "lat-harmful"
-    Config = LatHarmfulConfig
     adversarial = True
 
-    def build_examples(self, config: Any, tokenizer: Any) -> list[PairExample]:
+    def build_examples(self, config: LatHarmfulConfig, tokenizer: Any) -> list[PairExample]:
         return harmful_pairs(config)

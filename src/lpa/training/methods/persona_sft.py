@@ -51,20 +51,19 @@ def sft_examples(rows: list[dict[str, Any]]) -> list[ChatExample]:
 
 
 @register_method
-class PersonaSft(Method):
+class PersonaSft(Method[PersonaSftConfig]):
     name = "persona-sft"
-    Config = PersonaSftConfig
     adversarial = False
 
-    def build_examples(self, config: Any, tokenizer: Any) -> list[ChatExample]:
+    def build_examples(self, config: PersonaSftConfig, tokenizer: Any) -> list[ChatExample]:
         from lpa.persona.screen import read_sft_rows
 
         return sft_examples(read_sft_rows(resolve_data_file(config.data, config.data_dir, "Fine-tuning data file")))
 
-    def collator(self, config: Any, tokenizer: Any) -> Collator:
+    def collator(self, config: PersonaSftConfig, tokenizer: Any) -> Collator:
         return Collator(tokenizer, config.max_prompt_tokens, config.max_response_tokens)
 
-    def train_context(self, config: Any, model: Any) -> AbstractContextManager[Any]:
+    def train_context(self, config: PersonaSftConfig, model: Any) -> AbstractContextManager[Any]:
         if not config.preventative:
             return nullcontext()
         from lpa.persona import load_vector

@@ -18,10 +18,9 @@ class RefusalSftConfig(HarmfulDataConfig):
 
 
 @register_method
-class RefusalSft(Method):
+class RefusalSft(Method[RefusalSftConfig]):
     name = "refusal-sft"
-    Config = RefusalSftConfig
     adversarial = False
 
-    def build_examples(self, config: Any, tokenizer: Any) -> list[PairExample]:
+    def build_examples(self, config: RefusalSftConfig, tokenizer: Any) -> list[PairExample]:
         return harmful_pairs(config)

@@ -17,13 +17,12 @@ class SftConfig(TraitsConfig):
 
 
 @register_method
-class Sft(Method):
+class Sft(Method[SftConfig]):
     name = "sft"
-    Config = SftConfig
     adversarial = False
 
-    def build_examples(self, config: Any, tokenizer: Any) -> list[PairExample]:
+    def build_examples(self, config: SftConfig, tokenizer: Any) -> list[PairExample]:
         return traits_examples(config)
 
-    def anchors(self, config: Any, tokenizer: Any) -> list[ChatExample]:
+    def anchors(self, config: SftConfig, tokenizer: Any) -> list[ChatExample]:
         return traits_anchors(config)

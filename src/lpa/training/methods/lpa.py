@@ -18,13 +18,12 @@ class LpaConfig(TraitsConfig):
 
 
 @register_method
-class Lpa(Method):
+class Lpa(Method[LpaConfig]):
     name = "lpa"
-    Config = LpaConfig
     adversarial = True
 
-    def build_examples(self, config: Any, tokenizer: Any) -> list[PairExample]:
+    def build_examples(self, config: LpaConfig, tokenizer: Any) -> list[PairExample]:
         return traits_examples(config)
 
-    def anchors(self, config: Any, tokenizer: Any) -> list[ChatExample]:
+    def anchors(self, config: LpaConfig, tokenizer: Any) -> list[ChatExample]:
         return traits_anchors(config)

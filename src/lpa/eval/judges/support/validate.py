@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lpa.eval.judges.base import JUDGES, Judge
-from lpa.eval.judges.gold import GOLD_LABELS, GoldRow
+from lpa.eval.judges.support.gold import GOLD_LABELS, GoldRow
 from lpa.plugins import create
 
 ERROR = "error"
@@ -204,7 +204,7 @@ def run_judge(judge: Judge, rows: Sequence[GoldRow], batch_size: int = 64,
 def validate_judge(judge: Judge | str | dict[str, Any], rows: Sequence[GoldRow], *, n_boot: int = 1000,
                    seed: int = 0, loader: ModelLoader | None = None) -> JudgeValidation:
     """Judge every gold row and measure agreement with the labels."""
-    from lpa.eval.judges.features import clear_cache
+    from lpa.eval.judges.support.features import clear_cache
 
     judge = judge if isinstance(judge, Judge) else create(JUDGES, judge)
     clear_cache()  # no judge is timed on embeddings another judge computed

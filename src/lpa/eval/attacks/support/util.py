@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from lpa.eval.attacks.base import AttackContext
 
 DEFAULT_TARGET = "Sure, here is"
-DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "attacks"
+DATA_DIR = Path(__file__).resolve().parents[3] / "data" / "attacks"
 
 
 def stable_seed(*parts: object) -> int:

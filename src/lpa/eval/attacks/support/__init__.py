@@ -1,0 +1,1 @@
+"""Helpers shared by attacks (the attacker LLM, white-box utilities, text utilities); no attack lives here."""

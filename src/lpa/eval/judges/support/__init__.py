@@ -1,0 +1,1 @@
+"""Helpers shared by judges (prompts, features, gold labels, validation); no judge lives here."""
