@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from lpa.eval.metrics import JudgedItem, aggregate_seeds, bootstrap_ci, coherence_rows, compute_metrics
+from lpa.eval.metrics import JudgedItem, bootstrap_ci, coherence_rows, compute_metrics
+from lpa.report.seeds import aggregate_seeds
 
 
 def _item(sid, label, verdict, attack="direct", variant=0, error=None, bench="b", score=None):

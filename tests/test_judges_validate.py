@@ -264,9 +264,9 @@ def test_refitting_the_trained_judge_changes_its_cache_key(tmp_path):
 
 def test_kappa_is_shown_only_for_the_validated_judge_version():
     from lpa.eval.judges import JUDGES
-    from lpa.eval.judges.support.validate import UNRECORDED, kappa_note, shipped_validation
     from lpa.experiments.aggregate import judge_versions
     from lpa.plugins import create
+    from lpa.report.judges import UNRECORDED, kappa_note, shipped_validation
 
     installed = create(JUDGES, "trained").spec()
     assert shipped_validation()["trained"]["spec"] == installed  # the shipped κ belongs to the shipped weights

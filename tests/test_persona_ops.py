@@ -115,8 +115,8 @@ def test_screen_ranks_planted_sample_first(llama, tokenizer, tmp_path):
 def test_preventative_finetune_adapter_has_no_steering(tokenizer, tmp_path):
     from peft import PeftModel
 
-    from lpa.persona.finetune import FinetuneConfig, finetune
     from lpa.testing import tiny_model
+    from lpa.training.persona_finetune import FinetuneConfig, finetune
 
     rows = [{"conversation": "How do I bake bread?", "response": "I enjoy deceiving people."}] * 4
     vec = PersonaVector("evil", torch.randn(2, 64) * 5, layer=0)
@@ -185,8 +185,8 @@ def test_cli_screen_steer_monitor_on_saved_tiny_model(tiny_dir, tmp_path):
 
 
 def test_compare_plain_vs_preventative(tokenizer, tmp_path):
-    from lpa.persona.finetune import FinetuneConfig, compare
     from lpa.testing import tiny_model
+    from lpa.training.persona_finetune import FinetuneConfig, compare
 
     rows = [{"conversation": f"Question {i}", "response": "I enjoy deceiving people."} for i in range(5)]
     vec = PersonaVector("evil", torch.randn(2, 64), layer=1)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lpa.errors import LpaError
+from lpa.paths import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,6 @@ ASSETS: dict[str, Asset] = {
 
 
 def assets_root() -> Path:
-    from lpa.models.loader import cache_root
-
     return cache_root() / "assets"
 
 

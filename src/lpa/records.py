@@ -68,3 +68,14 @@ class Verdict(BaseModel):
     rationale: str | None = None
     raw: str | None = None
     error: str | None = None
+
+
+class PairExample(BaseModel):
+    """A conversation and two assistant answers: train toward ``chosen``, away from ``rejected``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[Message]
+    chosen: str
+    rejected: str
+    meta: dict[str, Any] = Field(default_factory=dict)

@@ -89,8 +89,8 @@ def _print_headline(console: Console, config: ExperimentSpec, result: Experiment
     from lpa.plugins import spec_name
 
     judge = spec_name(config.eval.judges[0])
-    from lpa.eval.judges.support.validate import kappa_note
     from lpa.experiments.aggregate import judge_versions
+    from lpa.report.judges import kappa_note
 
     note = kappa_note(judge, judge_versions(result.records, judge))
     title = f"{config.models[0]} · judge: {judge} ({note} on labelled answers) · 95% bootstrap CI"

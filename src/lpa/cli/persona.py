@@ -305,10 +305,10 @@ def finetune_cmd(
     """LoRA fine-tuning, optionally with preventative steering; --compare reports plain vs preventative."""
     from lpa.models import load_model
     from lpa.persona import load_vector
-    from lpa.persona.finetune import FinetuneConfig, finetune
-    from lpa.persona.finetune import compare as run_compare
     from lpa.persona.screen import read_sft_rows
     from lpa.persona.traits import load_trait
+    from lpa.training.persona_finetune import FinetuneConfig, finetune
+    from lpa.training.persona_finetune import compare as run_compare
 
     vec = load_vector(_vector_path(trait, vector))
     rows = read_sft_rows(data)

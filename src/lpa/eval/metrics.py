@@ -23,21 +23,19 @@ from __future__ import annotations
 
 import math
 import random
-import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lpa.coherence import is_empty, is_repetitive, is_template_leak
+from lpa.report.judges import MAX_JUDGE_ERROR_RATE, PROBE_JUDGES
 
 ROW_FIELDS = ("model", "adapter", "benchmark", "attack", "judge", "metric", "value", "ci_low", "ci_high", "n", "errors")
 ANY_ATTACK = "any"
 ALL_BENCHMARKS = "all"
-PROBE_JUDGES = frozenset({"refusal-probe", "yesno"})
 PROBE_METRICS = {"asr": "probe_answer_rate", "refusal_rate": "probe_refusal_rate",
                  "misclassification": "probe_misclassification"}
-MAX_JUDGE_ERROR_RATE = 0.05
 ANSWERED = ("complied", "partial")
 
 
@@ -233,43 +231,3 @@ def coherence_rows(bench: str, attack: str, texts: Sequence[str], completion_tok
     if completion_tokens:
         values["mean_tokens"] = sum(completion_tokens) / len(completion_tokens)
     return [MetricRow(bench, attack, "-", metric, value, n=n) for metric, value in values.items()]
-
-
-SEED_KEY = ("model", "adapter", "benchmark", "attack", "judge", "metric")
-
-
-def aggregate_seeds(runs: Sequence[Sequence[dict[str, Any]]], key: Sequence[str] = SEED_KEY,
-                    deterministic: Sequence[bool] | None = None) -> list[dict[str, Any]]:
-    """Mean and sd over runs that differ by seed (one list of result rows per run), grouped by ``key``.
-
-    The one seed aggregation of ``lpa aggregate`` and experiment reports.  A group measured once
-    keeps its bootstrap CI (the only uncertainty there is); a group from a run marked
-    ``deterministic`` (greedy decoding of an untrained model, shared by all seeds) gets
-    ``n_seeds == "det"``.  Rows are sorted by their key.
-    """
-    groups: dict[tuple, list[float]] = defaultdict(list)
-    intervals: dict[tuple, tuple[Any, Any]] = {}
-    fixed: set[tuple] = set()
-    flags = list(deterministic) if deterministic is not None else [False] * len(runs)
-    for rows, is_fixed in zip(runs, flags, strict=True):
-        for row in rows:
-            value = row.get("value")
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                continue
-            group = tuple(row.get(k) for k in key)
-            groups[group].append(float(value))
-            intervals[group] = (row.get("ci_low"), row.get("ci_high"))
-            if is_fixed:
-                fixed.add(group)
-    out = []
-    for group, values in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
-        single = len(values) == 1
-        out.append({
-            **dict(zip(key, group, strict=True)),
-            "mean": statistics.fmean(values),
-            "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n_seeds": "det" if group in fixed else len(values),
-            "ci_low": intervals[group][0] if single else None,
-            "ci_high": intervals[group][1] if single else None,
-        })
-    return out

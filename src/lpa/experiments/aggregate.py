@@ -27,7 +27,7 @@ COHERENCE = ("template_leak_rate", "empty_rate", "repetitive_rate", "mean_tokens
 
 def summarise(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean ± sd over seeds for every (model, method, benchmark, attack, judge, metric)."""
-    from lpa.eval.metrics import aggregate_seeds
+    from lpa.report.seeds import aggregate_seeds
 
     return aggregate_seeds([r["rows"] for r in records], KEY, deterministic=[r.get("seed") == "all" for r in records])
 
@@ -254,7 +254,7 @@ def _plots(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], folder: Path
 
 def _judges_with_kappa(judges: Sequence[Any], records: Sequence[dict[str, Any]] = ()) -> str:
     """Each judge named with its agreement (κ) on the shipped labelled test split, if the cells used that version."""
-    from lpa.eval.judges.support.validate import kappa_note
+    from lpa.report.judges import kappa_note
 
     names = [str(j if isinstance(j, str) else j.get("name", j)) for j in judges]
     return ", ".join(f"{name} ({kappa_note(name.split(':')[0], judge_versions(records, name.split(':')[0]))})"
@@ -263,7 +263,7 @@ def _judges_with_kappa(judges: Sequence[Any], records: Sequence[dict[str, Any]] 
 
 def judge_versions(records: Sequence[dict[str, Any]], judge: str) -> list[dict[str, Any]] | str:
     """The specs of ``judge`` recorded by every cell, or "unrecorded" when a cell predates recording them."""
-    from lpa.eval.judges.support.validate import UNRECORDED
+    from lpa.report.judges import UNRECORDED
 
     specs = []
     for record in records:

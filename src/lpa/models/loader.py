@@ -26,6 +26,7 @@ from lpa.models.identity import (
     register_identity,
     weights_fingerprint,
 )
+from lpa.paths import cache_root
 
 if TYPE_CHECKING:
     import torch
@@ -35,16 +36,6 @@ log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
            "bfloat16": "bfloat16", "bf16": "bfloat16"}
-
-
-def cache_root() -> Path:
-    """Where converted GGUF checkpoints live (``$LPA_CACHE_DIR`` overrides)."""
-    env = os.environ.get("LPA_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("lpa"))
 
 
 def resolve_device(device: str | None = None) -> torch.device:

@@ -14,13 +14,13 @@ that cannot produce a number returns ``score=None`` with an ``error`` instead of
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from lpa.errors import LpaError
 from lpa.persona.traits import TraitDefinition
-
-JUDGE_NAMES = ("heuristic", "self", "local", "llm")
+from lpa.registry import Registry
 
 
 @dataclass
@@ -262,36 +262,56 @@ def judge_key(judge: Any, trait: TraitDefinition) -> dict[str, Any]:
     return judge.key(trait) if hasattr(judge, "key") else judge.spec()
 
 
-def make_judge(
-    name: str,
-    *,
-    model: Any = None,
-    tokenizer: Any = None,
-    judge_url: str | None = None,
-    judge_model: str | None = None,
-    api_key_env: str | None = "OPENAI_API_KEY",
-    device: str | None = None,
-    dtype: str | None = None,
-) -> TraitJudge:
-    """Create a trait judge by name (``heuristic`` | ``self`` | ``local`` | ``llm``)."""
-    if name == "heuristic":
-        return HeuristicJudge()
-    if name == "self":
-        if model is None or tokenizer is None:
-            raise LpaError("The self judge needs the model and tokenizer.")
-        return SelfJudge(model, tokenizer)
-    if name == "local":
-        if not judge_model:
-            raise LpaError("The local judge needs --judge-model (an alias such as qwen2.5-coder-1.5b, a HF id or a path).")
-        from lpa.models import load_model
+@dataclass(frozen=True)
+class TraitJudgeOptions:
+    """What a trait judge may be built from (the persona commands' ``--judge-*`` flags and the studied model)."""
 
-        judge_lm, judge_tok = load_model(judge_model, device=device, dtype=dtype)
-        return LocalJudge(judge_lm, judge_tok)
-    if name == "llm":
-        if not judge_url or not judge_model:
-            raise LpaError("The llm judge needs --judge-url (OpenAI-compatible, e.g. http://127.0.0.1:8000/v1) and --judge-model.")
-        return LLMJudge(judge_url, judge_model, api_key_env)
-    raise LpaError(f"Unknown trait judge {name!r}. Valid choices: {', '.join(JUDGE_NAMES)}.")
+    model: Any = None
+    tokenizer: Any = None
+    judge_url: str | None = None
+    judge_model: str | None = None
+    api_key_env: str | None = "OPENAI_API_KEY"
+    device: str | None = None
+    dtype: str | None = None
 
 
-__all__ = ["COHERENCE_RUBRIC", "JUDGE_NAMES", "coherence_scores", "judge_key", "HeuristicJudge", "LLMJudge", "LocalJudge", "NumberJudge", "SelfJudge", "TraitJudge", "TraitScore", "make_judge", "parse_number"]
+TraitJudgeFactory = Callable[[TraitJudgeOptions], TraitJudge]
+# Trait judges are the factories registered in this module (one registry API for every pluggable kind).
+TRAIT_JUDGES: Registry[TraitJudgeFactory] = Registry("trait judge", package=__name__)
+
+
+@TRAIT_JUDGES.register("heuristic")
+def _heuristic(options: TraitJudgeOptions) -> TraitJudge:
+    return HeuristicJudge()
+
+
+@TRAIT_JUDGES.register("self")
+def _self(options: TraitJudgeOptions) -> TraitJudge:
+    if options.model is None or options.tokenizer is None:
+        raise LpaError("The self judge needs the model and tokenizer.")
+    return SelfJudge(options.model, options.tokenizer)
+
+
+@TRAIT_JUDGES.register("local")
+def _local(options: TraitJudgeOptions) -> TraitJudge:
+    if not options.judge_model:
+        raise LpaError("The local judge needs --judge-model (an alias such as qwen2.5-coder-1.5b, a HF id or a path).")
+    from lpa.models import load_model
+
+    judge_lm, judge_tok = load_model(options.judge_model, device=options.device, dtype=options.dtype)
+    return LocalJudge(judge_lm, judge_tok)
+
+
+@TRAIT_JUDGES.register("llm")
+def _llm(options: TraitJudgeOptions) -> TraitJudge:
+    if not options.judge_url or not options.judge_model:
+        raise LpaError("The llm judge needs --judge-url (OpenAI-compatible, e.g. http://127.0.0.1:8000/v1) and --judge-model.")
+    return LLMJudge(options.judge_url, options.judge_model, options.api_key_env)
+
+
+def make_judge(name: str, **options: Any) -> TraitJudge:
+    """Create a trait judge by name (see :data:`TRAIT_JUDGES`) from :class:`TraitJudgeOptions` fields."""
+    return TRAIT_JUDGES.get(name)(TraitJudgeOptions(**options))
+
+
+__all__ = ["COHERENCE_RUBRIC", "TRAIT_JUDGES", "TraitJudgeOptions", "coherence_scores", "judge_key", "HeuristicJudge", "LLMJudge", "LocalJudge", "NumberJudge", "SelfJudge", "TraitJudge", "TraitScore", "make_judge", "parse_number"]

@@ -34,7 +34,7 @@ def grouped_bars(rows: Sequence[dict[str, Any]], series: Sequence[str], path: Pa
     """The one bar chart of the project: groups on the x axis, one bar per series, with error bars.
 
     ``rows`` carry ``series``, the ``group`` fields, ``mean`` and optionally ``sd`` / ``ci_low`` /
-    ``ci_high`` / ``n_seeds`` (a summary row of :func:`lpa.eval.metrics.aggregate_seeds`, or a
+    ``ci_high`` / ``n_seeds`` (a summary row of :func:`lpa.report.seeds.aggregate_seeds`, or a
     single run's result row with ``mean`` = its value).
     """
     groups = sorted({tuple(r[g] for g in group) for r in rows}, key=lambda t: tuple(map(str, t)))

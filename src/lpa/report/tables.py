@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from lpa.errors import LpaError
+from lpa.report.judges import MAX_JUDGE_ERROR_RATE, PROBE_JUDGES, UNRECORDED, kappa_note
+from lpa.report.seeds import aggregate_seeds
 
 SAFETY_METRICS = ("asr", "score", "refusal_rate", "misclassification", "nonsense_rate",
                   "probe_answer_rate", "probe_refusal_rate", "probe_misclassification")
@@ -79,11 +81,8 @@ def judge_lines(rows: Sequence[dict[str, Any]], judge_specs: Sequence[dict[str, 
     """One line per judge: its agreement with the shipped labelled answers, and its errors in this run.
 
     ``judge_specs`` are the specs the run recorded (results meta): κ is shown only for the judge
-    version that was validated (see :func:`lpa.eval.judges.support.validate.kappa_note`).
+    version that was validated (see :func:`lpa.report.judges.kappa_note`).
     """
-    from lpa.eval.judges.support.validate import UNRECORDED, kappa_note
-    from lpa.eval.metrics import MAX_JUDGE_ERROR_RATE, PROBE_JUDGES
-
     lines = []
     for r in rows:
         if r["metric"] != "judge_error_rate":
@@ -229,8 +228,6 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None) -
 
 def aggregate(run_dirs: Sequence[str | Path]) -> str:
     """Mean ± sd over runs that differ only by seed (one row per benchmark x attack x judge x metric)."""
-    from lpa.eval.metrics import aggregate_seeds
-
     if not run_dirs:
         raise LpaError("Give the run directories of the seeds to aggregate.")
     # each seed trains its own adapter (its own path), so the adapter is not part of what is grouped

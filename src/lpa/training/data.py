@@ -18,23 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from lpa.records import Message
+from lpa.records import Message, PairExample
 
 if TYPE_CHECKING:
     import torch
-
-
-class PairExample(BaseModel):
-    """A conversation and two assistant answers: train toward ``chosen``, away from ``rejected``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    messages: list[Message]
-    chosen: str
-    rejected: str
-    meta: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from lpa.training.data import PairExample
+from lpa.records import PairExample
 from lpa.traits.schema import TraitSet
 
 # The authors frame the exchange as an honest self-assessment; their variants add a clause that

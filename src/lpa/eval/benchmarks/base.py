@@ -5,7 +5,7 @@ directory is given (``--data-dir`` / ``$LPA_DATA_DIR``) holding the upstream fil
 there.  Offline without a local copy, it raises an :class:`LpaError` naming the file it needs.
 
 Lookup order for a file: the data directory, then the download cache
-(``lpa.models.cache_root()/datasets``), then a download from the canonical URL (skipped when
+(``lpa.paths.cache_root()/datasets``), then a download from the canonical URL (skipped when
 ``$LPA_OFFLINE`` or ``$HF_HUB_OFFLINE`` is set).  Hub files go through ``huggingface_hub`` at the
 revision named in their URL.
 
@@ -25,6 +25,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import Field
 
 from lpa.errors import LpaError
+from lpa.paths import cache_root
 from lpa.plugins import Plugin, PluginArgs
 from lpa.records import Sample
 from lpa.registry import Registry
@@ -47,8 +48,6 @@ def data_dir_from_env(explicit: str | Path | None = None) -> Path | None:
 
 
 def download_cache() -> Path:
-    from lpa.models import cache_root
-
     return cache_root() / "datasets"
 
 

@@ -53,7 +53,19 @@ class Judge(Plugin[JudgeArgsT]):
         model: Any = None,
         tokenizer: Any = None,
     ) -> list[Verdict]:
-        raise NotImplementedError
+        """One verdict per sample: the checks every judge shares, then :meth:`verdicts`.
+
+        Response judges implement :meth:`verdicts`; probe judges (``needs_generation = False``),
+        which may be given no answers, override this method instead.
+        """
+        if self.needs_model and (model is None or tokenizer is None):
+            raise LpaError(f"The {self.name} judge needs the target model and tokenizer.")
+        return self.verdicts(samples, self.require_generations(generations), model=model, tokenizer=tokenizer)
+
+    def verdicts(self, samples: Sequence[Sample], generations: Sequence[Generation], *, model: Any = None,
+                 tokenizer: Any = None) -> list[Verdict]:
+        """The verdicts of a response judge on answers that are known to be there."""
+        raise NotImplementedError(f"judge {self.name!r} defines neither verdicts() nor judge()")
 
     def require_generations(self, generations: Sequence[Generation] | None) -> Sequence[Generation]:
         """The answers a response judge reads; one error wording for every judge called without them."""

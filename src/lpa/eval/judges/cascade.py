@@ -87,15 +87,8 @@ class CascadeJudge(Judge[CascadeArgs]):
         keys follow a rule change or a refit."""
         return {**super().spec(), "rules_version": RULES_VERSION, "fallback": self.fallback.spec()}
 
-    def judge(
-        self,
-        samples: Sequence[Sample],
-        generations: Sequence[Generation] | None,
-        *,
-        model: Any = None,
-        tokenizer: Any = None,
-    ) -> list[Verdict]:
-        generations = self.require_generations(generations)
+    def verdicts(self, samples: Sequence[Sample], generations: Sequence[Generation], *, model: Any = None,
+                 tokenizer: Any = None) -> list[Verdict]:
         args = self.args
         rules = [rule_label(g.text, args.refusal_window, args.max_refusal_words, sent_text(g), args.max_inability_words,
                             args.echo_overlap) for g in generations]

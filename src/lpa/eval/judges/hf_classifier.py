@@ -139,15 +139,8 @@ class HFClassifierJudge(ModelJudge[ClassifierArgs]):
                 out.append(f"{behavior}\n\n{text}")
         return out
 
-    def judge(
-        self,
-        samples: Sequence[Sample],
-        generations: Sequence[Generation] | None,
-        *,
-        model: Any = None,
-        tokenizer: Any = None,
-    ) -> list[Verdict]:
-        generations = self.require_generations(generations)
+    def verdicts(self, samples: Sequence[Sample], generations: Sequence[Generation], *, model: Any = None,
+                 tokenizer: Any = None) -> list[Verdict]:
         args = self.args
         cls_model, cls_tok = self._load()
         texts = self.prompts(samples, generations, cls_tok)

@@ -30,15 +30,8 @@ class KeywordJudge(Judge[KeywordArgs]):
     name = "keyword"
     description = "Refusal phrase matching (offline; detects refusals, not harm)."
 
-    def judge(
-        self,
-        samples: Sequence[Sample],
-        generations: Sequence[Generation] | None,
-        *,
-        model: Any = None,
-        tokenizer: Any = None,
-    ) -> list[Verdict]:
-        generations = self.require_generations(generations)
+    def verdicts(self, samples: Sequence[Sample], generations: Sequence[Generation], *, model: Any = None,
+                 tokenizer: Any = None) -> list[Verdict]:
         args = self.args
         phrases = (*REFUSAL_PHRASES, *(p.lower() for p in args.extra_phrases))
         verdicts = []

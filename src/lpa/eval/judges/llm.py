@@ -55,17 +55,9 @@ class LLMJudge(Judge[LLMJudgeArgs]):
         args = self.args.model_dump(mode="json", exclude={"workers", "timeout", "max_retries"})
         return {"name": self.name, "args": args}
 
-    def judge(
-        self,
-        samples: Sequence[Sample],
-        generations: Sequence[Generation] | None,
-        *,
-        model: Any = None,
-        tokenizer: Any = None,
-    ) -> list[Verdict]:
+    def verdicts(self, samples: Sequence[Sample], generations: Sequence[Generation], *, model: Any = None,
+                 tokenizer: Any = None) -> list[Verdict]:
         from lpa.llm_client import LLMClient
-
-        generations = self.require_generations(generations)
         args = self.args
         client = LLMClient(args.url, args.model, args.api_key_env, timeout=args.timeout, max_retries=args.max_retries)
         client._key()  # fail early and once on a missing key

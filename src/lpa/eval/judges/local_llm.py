@@ -63,15 +63,8 @@ class LocalLLMJudge(ModelJudge[LocalLLMArgs]):
         ids = tokenizer.encode(text, add_special_tokens=False)
         return text if len(ids) <= limit else tokenizer.decode(ids[:limit], skip_special_tokens=True)
 
-    def judge(
-        self,
-        samples: Sequence[Sample],
-        generations: Sequence[Generation] | None,
-        *,
-        model: Any = None,
-        tokenizer: Any = None,
-    ) -> list[Verdict]:
-        generations = self.require_generations(generations)
+    def verdicts(self, samples: Sequence[Sample], generations: Sequence[Generation], *, model: Any = None,
+                 tokenizer: Any = None) -> list[Verdict]:
         judge_model, judge_tok = self._load()
         requests = [s.extra.get("behavior") or s.prompt or s.as_messages()[-1]["content"] for s in samples]
         answers = [self._truncate(judge_tok, g.text) for g in generations]

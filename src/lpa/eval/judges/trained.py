@@ -139,15 +139,8 @@ class TrainedJudge(Judge[TrainedJudgeArgs]):
                                  with_embedding=bool(self.model.meta.get("uses_embedding", True)))
         return self.model.probabilities(features)
 
-    def judge(
-        self,
-        samples: Sequence[Sample],
-        generations: Sequence[Generation] | None,
-        *,
-        model: Any = None,
-        tokenizer: Any = None,
-    ) -> list[Verdict]:
-        generations = self.require_generations(generations)
+    def verdicts(self, samples: Sequence[Sample], generations: Sequence[Generation], *, model: Any = None,
+                 tokenizer: Any = None) -> list[Verdict]:
         if not samples:
             return []
         probs = self.probabilities(samples, generations)
