@@ -14,7 +14,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from lpa.config import dump_config
 from lpa.errors import LpaError
+from lpa.io import atomic_write_text, digest, read_jsonl
+from lpa.records import Generation
 
 
 def rejudge_run(run_dir: str | Path, judges: list[Any], out_dir: str | Path, *, data_dir: str | None = None,
@@ -28,13 +31,10 @@ def rejudge_run(run_dir: str | Path, judges: list[Any], out_dir: str | Path, *, 
 
     import yaml
 
-    from lpa.config import dump_config
     from lpa.eval.metrics import compute_metrics
     from lpa.eval.preflight import prepare_suite
     from lpa.eval.runner import Results, _Store, _write_outcomes, judge_generations, write_results
     from lpa.eval.suite import EvalSuite
-    from lpa.io import atomic_write_text, digest, read_jsonl
-    from lpa.records import Generation
 
     run, out = Path(run_dir), Path(out_dir)
     config, gens_path = run / "config.yaml", run / "generations.jsonl"

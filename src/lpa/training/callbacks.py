@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from lpa.coherence import is_refusal, is_template_leak
 from lpa.io import append_jsonl, atomic_write_text, read_jsonl
+from lpa.progress import Bar, progress_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +85,6 @@ class AdversaryMonitor(LpaCallback):
         if not m.every or state.global_step % m.every or t.last_attack is None:
             return
         from lpa import hooks
-        from lpa.coherence import is_refusal, is_template_leak
         from lpa.generation import stop_token_ids
         from lpa.models.tokens import pad_token_id
         from lpa.traits.screen import harm_keywords_in
@@ -165,8 +166,6 @@ class ProgressBar(LpaCallback):
         self.bar: Any = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        from lpa.progress import Bar, progress_enabled
-
         self.bar = Bar("train", state.max_steps, state.is_world_process_zero and progress_enabled(), state.global_step)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

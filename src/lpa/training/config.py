@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lpa.config import merge_nested
 from lpa.errors import LpaError
 from lpa.training.losses import AWAY_MIN_LOGPROB, LOSSES, PAIR_LOSSES
 
@@ -171,12 +172,9 @@ class TrainConfig(_Strict):
         "the ones lpa sets from this config (steps, batch size, lr, clipping, seed, saving) cannot be overridden here.",
     )
 
-
     @model_validator(mode="before")
     @classmethod
     def _method_defaults(cls, data: Any) -> Any:
-        from lpa.config import merge_nested
-
         return merge_nested(cls.DEFAULTS, data) if cls.DEFAULTS and isinstance(data, dict) else data
 
 

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from lpa.errors import LpaError
+from lpa.io import read_table
 from lpa.records import Message, PairExample
 
 if TYPE_CHECKING:
@@ -199,8 +201,6 @@ def resolve_data_file(name: str, data_dir: str | None, what: str) -> Path:
     """A training data file: as given, else relative to ``data_dir`` (default ``$LPA_DATA_DIR``)."""
     import os
 
-    from lpa.errors import LpaError
-
     candidate = Path(name).expanduser()
     if candidate.is_file():
         return candidate
@@ -214,8 +214,6 @@ def resolve_data_file(name: str, data_dir: str | None, what: str) -> Path:
 def load_benign_chat(source: str | None, data_dir: str | None = None) -> list[ChatExample]:
     """``None``/"builtin": the built-in pairs; else a JSON/JSONL file with ``instruction``/``prompt``
     and ``response``/``output`` fields (the KL is taken on the response tokens, so both are needed)."""
-    from lpa.errors import LpaError
-    from lpa.io import read_table
 
     if source in (None, "builtin"):
         return builtin_benign_chat()

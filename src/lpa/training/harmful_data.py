@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import Field
 
 from lpa.errors import LpaError
+from lpa.io import read_table
 from lpa.training.config import TrainConfig
 from lpa.training.data import PairExample, resolve_data_file
 
@@ -40,8 +41,6 @@ class HarmfulDataConfig(TrainConfig):
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
-    from lpa.io import read_table
-
     return read_table(path)
 
 

@@ -21,8 +21,10 @@ from typing import Any
 import torch
 from pydantic import BaseModel, Field
 
+from lpa.coherence import coherence_stats
+from lpa.errors import LpaError
 from lpa.generation import GenerationSettings, generate
-from lpa.io import atomic_write_json, atomic_write_text
+from lpa.io import atomic_write_json, atomic_write_text, digest, read_jsonl
 from lpa.persona.judges import TraitJudge, coherence_scores, judge_key
 from lpa.persona.monitor import probe_projections
 from lpa.persona.traits import TraitDefinition
@@ -99,7 +101,6 @@ def finetune(
     Rerunning with the same rows and settings resumes (or returns the finished adapter); other
     rows or settings in the same folder start over.
     """
-    from lpa.errors import LpaError
     from lpa.training import train
 
     if config.preventative and vector is None:
@@ -168,7 +169,6 @@ def evaluate(
     *, n_questions: int, settings: GenerationSettings, max_length: int, mmlu: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Trait score, judged coherence, held-out NLL, MMLU (log-likelihood) and probe projection of one model."""
-    from lpa.coherence import coherence_stats
 
     questions = trait.eval_questions[:n_questions]
     score, texts = trait_score(model, tokenizer, trait, judge, n_questions, settings)
@@ -187,7 +187,6 @@ def evaluate(
 
 def train_key(rows: list[dict[str, Any]], config: FinetuneConfig, vector: PersonaVector | None) -> str:
     """What decides a trained adapter: data, settings and (preventative only) the steering vector."""
-    from lpa.io import digest
 
     if not config.preventative:
         return digest([rows, config.model_dump(exclude={"coef", "layer", "report_to"})])
@@ -222,8 +221,6 @@ def compare(
     rows and the mean per mode.
     """
     import json
-
-    from lpa.io import digest
 
     settings = settings or GenerationSettings(max_new_tokens=64)
     seeds = seeds or [config.seed]
@@ -271,7 +268,6 @@ def compare(
 
 def plot_drift(run_dirs: list[Path], path: Path) -> str | None:
     """Trait-drift curves: probe projection per logged step, one line per run and vector."""
-    from lpa.io import read_jsonl
 
     series = {}
     for run in run_dirs:

@@ -30,6 +30,7 @@ from lpa.eval.attacks.support.whitebox import (
     target_loss,
 )
 from lpa.plugins import PluginArgs
+from lpa.progress import progress
 from lpa.records import Generation, Sample
 
 
@@ -64,7 +65,6 @@ def optimise_suffix(model, tokenizer, messages, target: str, args: EmbeddingPGDA
     losses: list[float] = []
     best_loss, best = float("inf"), base.clone()
     start = time.monotonic()
-    from lpa.progress import progress
 
     for _step in progress(range(args.steps), "embedding-pgd steps"):
         loss = target_loss(model, prompt, base + delta)[0]

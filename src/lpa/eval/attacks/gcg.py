@@ -30,6 +30,7 @@ from lpa.eval.attacks.support.whitebox import (
     target_loss,
 )
 from lpa.plugins import PluginArgs
+from lpa.progress import progress
 from lpa.records import Generation, Sample
 
 
@@ -98,7 +99,6 @@ def optimise_suffix(model: Any, tokenizer: Any, messages: list, target: str, arg
     best_ids, best_loss = current.clone(), current_loss
     scored = 0
     start = time.monotonic()
-    from lpa.progress import progress
 
     for _step in progress(range(args.steps), "gcg steps"):
         if args.stop_loss is not None and best_loss < args.stop_loss:

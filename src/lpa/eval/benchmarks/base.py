@@ -25,6 +25,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import Field
 
 from lpa.errors import LpaError
+from lpa.io import atomic_write_text
 from lpa.paths import cache_root
 from lpa.plugins import Plugin, PluginArgs
 from lpa.records import Sample
@@ -171,8 +172,6 @@ def _hub_download(repo_id: str, revision: str, path: str, target: Path) -> None:
 
 def _download(url: str, target: Path, timeout: float) -> None:
     import urllib.request
-
-    from lpa.io import atomic_write_text
 
     headers = {"User-Agent": "lpa"}
     token = os.environ.get("HF_TOKEN")

@@ -21,6 +21,7 @@ from lpa.errors import LpaError
 from lpa.eval.judges.base import JUDGES, Judge, JudgeArgs, register_judge
 from lpa.eval.judges.support.features import FILLER_PHRASES, INABILITY_PHRASES, contains_template, overlap
 from lpa.eval.judges.trained import sent_text
+from lpa.plugins import create
 from lpa.records import Generation, Sample, Verdict
 
 _WORD = re.compile(r"\w+")
@@ -73,7 +74,6 @@ class CascadeJudge(Judge[CascadeArgs]):
 
     def __init__(self, **args: Any) -> None:
         super().__init__(**args)
-        from lpa.plugins import create
 
         self.fallback: Judge = create(JUDGES, self.args.fallback)
         if not self.fallback.needs_generation:

@@ -23,6 +23,7 @@ from pydantic import Field
 from lpa.errors import LpaError
 from lpa.eval.judges.base import Judge, JudgeArgs, register_judge
 from lpa.eval.judges.support.features import TEXT_FEATURES, pair_features
+from lpa.io import publish
 from lpa.records import Generation, Sample, Verdict
 
 SHIPPED_WEIGHTS = "shipped"
@@ -65,8 +66,6 @@ class TrainedJudgeModel:
         import tempfile
 
         import numpy as np
-
-        from lpa.io import publish
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lpa.coherence import is_refusal
 from lpa.records import Message, Sample
 
 if TYPE_CHECKING:
@@ -59,7 +60,6 @@ def judge_score(ctx: AttackContext, sample: Sample, text: str) -> float:
     """The context's judge, or ``1 - is_refusal`` when no judge is configured."""
     if ctx.judge is not None:
         return float(ctx.judge(sample, text))
-    from lpa.coherence import is_refusal
 
     return 0.0 if is_refusal(text) else 1.0
 

@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lpa.errors import LpaError
+from lpa.plugins import create
 from lpa.records import Generation, Sample
 
 GOLD_LABELS: tuple[str, ...] = ("complied", "refused", "nonsense")
@@ -134,7 +135,6 @@ def unlabelled_rows(eval_dir: str | Path, data_dir: str | None = None, max_sent:
     import yaml
 
     from lpa.eval.benchmarks import BENCHMARKS
-    from lpa.plugins import create
 
     folder = Path(eval_dir)
     gen_file, config_file = folder / "generations.jsonl", folder / "config.yaml"

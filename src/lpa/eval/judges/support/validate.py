@@ -17,8 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lpa.errors import LpaError
 from lpa.eval.judges.base import JUDGES, Judge
 from lpa.eval.judges.support.gold import GOLD_LABELS, GoldRow
+from lpa.io import read_jsonl
 from lpa.plugins import create
 
 ERROR = "error"
@@ -144,7 +146,6 @@ def model_loader(adapters_dir: str | None = None) -> ModelLoader:
     def load(model: str, adapter: str | None) -> tuple[Any, Any]:
         from pathlib import Path
 
-        from lpa.errors import LpaError
         from lpa.models import load_model
 
         path = adapter
@@ -183,8 +184,6 @@ def run_judge(judge: Judge, rows: Sequence[GoldRow], batch_size: int = 64,
         model = tokenizer = None
         if judge.needs_model:
             if not model_spec:
-                from lpa.errors import LpaError
-
                 raise LpaError(f"The {judge.name} judge asks the evaluated model; gold rows need a 'model' field.")
             model, tokenizer = loader(model_spec, adapter)
         for start in range(0, len(indices), batch_size):
@@ -218,8 +217,6 @@ def validate_judge(judge: Judge | str | dict[str, Any], rows: Sequence[GoldRow],
 
 def load_labels(path: str) -> dict[str, str]:
     """``{id: label}`` from a JSONL file of ``{"id", "label"}`` rows (a second annotator's labels)."""
-    from lpa.errors import LpaError
-    from lpa.io import read_jsonl
 
     out: dict[str, str] = {}
     for number, row in enumerate(read_jsonl(path, missing_ok=False), 1):
@@ -268,7 +265,6 @@ GROUP_FIELDS: tuple[str, ...] = ("source", "model", "adapter", "method", "seed",
 
 def row_group(row: GoldRow, field: str) -> str:
     """A row's value of a gold field; ``source`` is ``model / method`` (else the adapter, else ``base``)."""
-    from lpa.errors import LpaError
 
     if field not in GROUP_FIELDS:
         raise LpaError(f"Unknown breakdown field {field!r}. Valid choices: {', '.join(GROUP_FIELDS)}.")
