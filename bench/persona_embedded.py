@@ -35,7 +35,7 @@ def main() -> None:
     from lpa.generation import GenerationSettings
     from lpa.io import read_jsonl
     from lpa.models import load_model
-    from lpa.persona.extract import ExtractConfig, SweepConfig, judge_answers, kept_pairs, run_extraction
+    from lpa.persona.extraction import ExtractConfig, SweepConfig, judge_answers, kept_pairs, run_extraction
     from lpa.persona.judges import HeuristicJudge, SelfJudge
     from lpa.persona.monitor import default_monitor_prompts, monitor
     from lpa.persona.traits import load_trait

@@ -75,7 +75,7 @@ def main() -> None:
     from lpa.io import atomic_write_json, read_jsonl
     from lpa.models import load_model
     from lpa.persona import load_vector
-    from lpa.persona.extract import ExtractConfig, SweepConfig, run_extraction
+    from lpa.persona.extraction import ExtractConfig, SweepConfig, run_extraction
     from lpa.persona.judges import HeuristicJudge, LocalJudge, SelfJudge, judge_key
     from lpa.persona.monitor import default_monitor_prompts, monitor, shots_from_answers
     from lpa.persona.screen import read_sft_rows, screen

@@ -10,7 +10,7 @@ from lpa.errors import LpaError
 from lpa.generation import GenerationSettings, generate
 from lpa.persona import PersonaVector, load_vector
 from lpa.persona.activations import last_prompt, response_means
-from lpa.persona.extract import choose_layer, kept_pairs, mean_difference
+from lpa.persona.extraction import choose_layer, kept_pairs, mean_difference
 from lpa.persona.steer import steer
 from lpa.persona.traits import TRAITS, load_trait
 
@@ -173,7 +173,7 @@ def test_choose_layer():
 
 
 def test_vector_from_fixed_rows(llama, tokenizer):
-    from lpa.persona.extract import judge_answers, vector_from_rows
+    from lpa.persona.extraction import judge_answers, vector_from_rows
     from lpa.persona.judges import HeuristicJudge
 
     rows = _rows([(0, 0), (0, 0)])
@@ -204,7 +204,7 @@ class _QueueJudge:
 
 
 def test_run_extraction_end_to_end_and_resume(llama, tokenizer, tmp_path):
-    from lpa.persona.extract import ExtractConfig, SweepConfig, run_extraction
+    from lpa.persona.extraction import ExtractConfig, SweepConfig, run_extraction
 
     trait = load_trait("evil")
     config = ExtractConfig(n_pairs=1, n_questions=2, samples=1, max_new_tokens=3)

@@ -12,7 +12,7 @@ import torch
 from lpa import hooks
 from lpa.generation import GenerationSettings, generate
 from lpa.persona import PersonaVector, load_vector
-from lpa.persona.extract import ExtractConfig, judge_answers, sample_answers, vector_from_rows
+from lpa.persona.extraction import ExtractConfig, judge_answers, sample_answers, vector_from_rows
 from lpa.persona.judges import HeuristicJudge
 from lpa.persona.monitor import probe_projections
 from lpa.persona.steer import steer

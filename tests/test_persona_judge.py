@@ -83,7 +83,7 @@ def test_answer_cache_is_keyed_on_adapter(tmp_path, tokenizer):
     Both models come from the real loader, as `lpa persona extract` loads them.
     """
     from lpa.models import load_model
-    from lpa.persona.extract import ExtractConfig, sample_answers
+    from lpa.persona.extraction import ExtractConfig, sample_answers
     from lpa.testing import save_tiny_adapter, save_tiny_checkpoint
 
     checkpoint = save_tiny_checkpoint(tmp_path / "ckpt")
@@ -92,7 +92,7 @@ def test_answer_cache_is_keyed_on_adapter(tmp_path, tokenizer):
     first = sample_answers(base, tok, EVIL, config, tmp_path)
     assert sample_answers(base, tok, EVIL, config, tmp_path) == first  # same model: cache hit
     calls = []
-    import lpa.persona.extract as extract_module
+    import lpa.persona.extraction as extract_module
 
     real = extract_module.generate
 
@@ -191,7 +191,7 @@ def test_agreement_statistics():
 
 
 def test_planted_precision_and_best_cell():
-    from lpa.persona.extract import best_cell
+    from lpa.persona.extraction import best_cell
     from lpa.persona.screen import planted_precision
 
     got = planted_precision([True, False, True, False, False, False])

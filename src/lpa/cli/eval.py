@@ -59,15 +59,14 @@ def eval_command(
     """Evaluate a model (+ adapter) on benchmarks x attacks x judges; writes results, report.md and plots."""
     from rich.console import Console
 
-    from lpa.eval.runner import evaluate
-    from lpa.eval.suite import build_eval_suite
+    from lpa.api import evaluate
 
-    suite = build_eval_suite(
-        config, overrides, benchmarks=benchmarks, attacks=attacks, judges=judge, limit=limit, system=system,
+    results = evaluate(
+        model=model, adapter=adapter, benchmarks=benchmarks, attacks=attacks, judges=judge, limit=limit, system=system,
         examples=examples, data_dir=data_dir, max_new_tokens=max_new_tokens, batch_size=batch_size, mmlu=mmlu,
         backend=backend, base_url=base_url, served_model=served_model, lora_name=lora_name, concurrency=concurrency,
+        config=config, overrides=overrides, out=out, device=device, dtype=dtype, progress=True,
     )
-    results = evaluate(suite, model, adapter=adapter, out_dir=out, device=device, dtype=dtype, progress=True)
     from lpa.eval.metrics import excessive_judge_errors
     from lpa.report.tables import judge_lines, safety_table, utility_table
 
@@ -100,17 +99,12 @@ def compare_command(
 
     The first run is the baseline of the paired tests.
     """
-    from lpa.report import aggregate, compare
+    from lpa.api import compare
 
-    print(aggregate(run_dirs) if seeds else compare(run_dirs, out))
-    if paired and not seeds and len(run_dirs) > 1:
-        from lpa.eval.stats import paired_report
-        from lpa.io import atomic_write_text
-
-        text = paired_report(run_dirs[0], run_dirs[1:], n_boot=n_boot)
-        print("\n" + text)
-        if out is not None:
-            atomic_write_text(Path(out) / "paired.md", text + "\n")
+    result = compare(run_dirs, out=out, seeds=seeds, paired=paired, n_boot=n_boot)
+    print(result.table)
+    if result.paired is not None:
+        print("\n" + result.paired)
 
 
 def utility_command(

@@ -142,19 +142,13 @@ def extract_cmd(
     dtype: str = DtypeOption,
 ) -> None:
     """Extract a persona vector; choose its layer by a steering sweep; save vector + sweep."""
-    from lpa.models import load_model
-    from lpa.persona.extract import ExtractConfig, SweepConfig, run_extraction
-    from lpa.persona.traits import load_trait
+    from lpa.persona import extract
 
-    definition = load_trait(trait)
-    out = out or Path("runs/persona") / definition.name
-    lm, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
-    config = ExtractConfig(n_pairs=pairs, n_questions=questions, samples=samples, max_new_tokens=max_new_tokens,
-                           batch_size=batch_size)
-    sweep_cfg = SweepConfig(layers=_ints(layers), coefs=_floats(coefs), n_questions=sweep_questions,
-                            max_new_tokens=max_new_tokens, batch_size=batch_size)
-    vector, rows = run_extraction(lm, tok, definition, _judge(judge, lm, tok, judge_url, judge_model, api_key_env), out,
-                                  config, sweep_cfg, do_sweep=sweep)
+    result = extract(trait=trait, model=model, adapter=adapter, out=out, judge=judge, judge_url=judge_url,
+                     judge_model=judge_model, api_key_env=api_key_env, pairs=pairs, questions=questions, samples=samples,
+                     max_new_tokens=max_new_tokens, batch_size=batch_size, layers=_ints(layers), coefs=_floats(coefs),
+                     sweep_questions=sweep_questions, sweep=sweep, device=device, dtype=dtype)
+    vector, rows = result.vector, result.sweep
     typer.echo(f"trait={vector.trait} judge={vector.judge.get('judge')} counts={vector.counts}")
     if rows:
         cs = sorted({r["coef"] for r in rows})
@@ -162,7 +156,7 @@ def extract_cmd(
         for layer in sorted({r["layer"] for r in rows}):
             cells = {r["coef"]: r["score"] for r in rows if r["layer"] == layer}
             typer.echo(f"{layer:<6d} " + "  ".join(f"{cells[c]:10.1f}" for c in cs))
-    typer.echo(f"chosen layer={vector.layer}; saved {out / (vector.trait + '.safetensors')}")
+    typer.echo(f"chosen layer={vector.layer}; saved {result.path}")
 
 
 @persona_app.command("steer")

@@ -35,13 +35,11 @@ def register(app: typer.Typer) -> None:
         Runs on transformers.Trainer; rerunning the same command with the same --out resumes from the
         newest checkpoint in it (or prints the finished result).
         """
-        from lpa.training import build_train_config, train
+        from lpa.api import train
 
-        trackers = parse_trackers(report_to)
-        fields = dict(method=method, model=model, traits=traits, layout=layout, preset=preset, out=str(out) if out else None,
-                      steps=steps, seed=seed, batch_size=batch_size, device=device, data_dir=data_dir, report_to=trackers)
-        cfg = build_train_config(config, overrides, **fields)
-        result = train(cfg)
+        result = train(method=method, model=model, traits=traits, layout=layout, preset=preset, out=out, steps=steps,
+                       seed=seed, batch_size=batch_size, device=device, data_dir=data_dir,
+                       report_to=parse_trackers(report_to), config=config, overrides=overrides)
         s = result.summary
         typer.echo(f"{result.run_dir}: {s['steps_done']} steps in {s['wall_time_s']:.1f}s "
                    f"({s['fwd_bwd_passes']} fwd+bwd passes, {s['n_train_examples']} examples)")
