@@ -47,7 +47,8 @@ test-fast: install-dev
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install-dev
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench studies
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/generation.py

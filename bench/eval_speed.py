@@ -99,7 +99,7 @@ def estimate(args: argparse.Namespace) -> None:
         bench = create(BENCHMARKS, bench_spec)
         try:
             size, how = len(bench.load()), "loaded"
-        except Exception:  # noqa: BLE001 (offline: no file)
+        except Exception:  # offline: no file
             size, how = PUBLISHED_SIZES.get(bench.name, 0), "published size"
         for attack_spec in suite.attacks:
             attack = create(ATTACKS, attack_spec)

@@ -22,10 +22,10 @@ class StepTimer(TrainerCallback):
     def __init__(self) -> None:
         self.seconds: list[float] = []
 
-    def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    def on_step_begin(self, args, state, control, **kwargs):
         self.t0 = time.perf_counter()
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    def on_step_end(self, args, state, control, **kwargs):
         self.seconds.append(time.perf_counter() - self.t0)
 
 
@@ -44,7 +44,7 @@ def main() -> None:
     attack_s: list[float] = []
     original_attack = trainer_mod.attack
 
-    def timed_attack(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+    def timed_attack(*a, **kw):
         t0 = time.perf_counter()
         out = original_attack(*a, **kw)
         attack_s.append(time.perf_counter() - t0)

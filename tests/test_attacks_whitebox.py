@@ -122,7 +122,7 @@ def test_gcg_with_and_without_prefix_cache_agree():
 class _FakeAttacker(BaseHTTPRequestHandler):
     requests: list[dict] = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append(body)
         turn = sum(m["role"] == "assistant" for m in body["messages"])

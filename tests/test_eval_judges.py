@@ -100,7 +100,7 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
     auth: list[str | None] = []
     prompts: list = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).auth.append(self.headers.get("Authorization"))
         prompt = body["messages"][-1]["content"]
@@ -175,7 +175,7 @@ def test_published_prompts_verbatim_markers():
 class _RateLimited(BaseHTTPRequestHandler):
     calls: list[float] = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         import time
 
         self.rfile.read(int(self.headers["Content-Length"]))

@@ -32,7 +32,7 @@ def test_heuristic_judge_orders_answers():
 class _Handler(BaseHTTPRequestHandler):
     logprobs = True
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         assert body["logprobs"] is True
         content = [{"top_logprobs": [{"token": "80", "logprob": math.log(0.5)}, {"token": "20", "logprob": math.log(0.5)}]}]

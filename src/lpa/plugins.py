@@ -79,7 +79,9 @@ P = TypeVar("P", bound=Plugin[Any])
 
 def split_outside_quotes(text: str, separator: str) -> list[str]:
     """``text`` split on ``separator`` except inside '...' or "..." (backslash escapes inside double quotes)."""
-    parts, current, quote, escaped = [], [], "", False
+    parts: list[str] = []
+    current: list[str] = []
+    quote, escaped = "", False
     for char in text:
         if escaped:
             escaped = False

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -108,8 +108,8 @@ def progress(
     items: Iterable[T], description: str = "working", *, total: int | None = None, enabled: bool | None = None
 ) -> Iterator[T]:
     """Iterate ``items`` behind a bar; ``total`` defaults to ``len(items)`` when it has one."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
+    if total is None and isinstance(items, Sized):
+        total = len(items)
     with progress_bar(description, total, enabled=enabled) as bar:
         for item in items:
             yield item

@@ -12,7 +12,7 @@ all-MiniLM-L6-v2 is defined, so plain ``transformers`` suffices (no sentence-tra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -93,7 +93,7 @@ class OverlapStats:
 
 def semantic_overlap(
     train_texts: Sequence[str],
-    eval_sets: dict[str, Sequence[str]],
+    eval_sets: Mapping[str, Sequence[str]],
     *,
     embedder: SentenceEmbedder | str = DEFAULT_EMBEDDER,
     top_k: int = 3,

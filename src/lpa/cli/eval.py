@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
+
+    from lpa.registry import Registry
 
 from lpa.cli.common import (
     AdapterOption,
@@ -155,13 +161,13 @@ def utility_command(
         print(f"{method}: accuracy {result.accuracy:.3f} on {result.n} questions (unparsed answers: {result.unparsed})")
 
 
-def _default(field) -> str:  # noqa: ANN001
+def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
-        return repr(field.default_factory())
+        return repr(field.get_default(call_default_factory=True))
     return "required" if field.is_required() else repr(field.default)
 
 
-def _plugin_table(registry) -> None:  # noqa: ANN001
+def _plugin_table(registry: Registry[Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -185,6 +185,7 @@ def steer_cmd(
     lm, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     plain = generate(lm, tok, prompts, settings)
+    # typer hands over a plain str; steer() rejects anything but its Positions with an LpaError
     with steer(lm, vec, layer=layer, coef=coef, positions=positions):  # type: ignore[arg-type]
         steered = generate(lm, tok, prompts, settings)
     for p, a, b in zip(prompts, plain, steered, strict=True):
@@ -363,7 +364,7 @@ def lens_cmd(
         samples += [s for s in bench.load() if s.label == "harmful"]
     complied = judge_compliance(judge, samples)  # an unknown judge fails before the model loads
     lm, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
-    report = lens(lm, tok, vec, [s.messages or s.prompt for s in samples],
+    report = lens(lm, tok, vec, [s.messages or s.prompt or "" for s in samples],
                   GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size), n_random=random_baselines,
                   complied=complied, compliance_judge=judge)
     report["benchmarks"], report["adapter"] = benchmarks, adapter

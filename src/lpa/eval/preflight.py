@@ -52,11 +52,19 @@ def suite_problems(suite: EvalSuite) -> list[str]:
 
 def _prepare(suite: EvalSuite) -> tuple[PreparedSuite, list[str]]:
     problems: list[str] = []
-    attacks = [_attempt(problems, "attack", spec, lambda s=spec: _checked(
-        create(ATTACKS, s, **seed_arg(ATTACKS, s, suite.seed)))) for spec in suite.attacks]
-    judges = [_attempt(problems, "judge", spec, lambda s=spec: _checked(create(JUDGES, s))) for spec in suite.judges]
-    benchmarks = [_attempt(problems, "benchmark", spec, lambda s=spec: _loaded(create(BENCHMARKS, s, **bench_args(s, suite))))
-                  for spec in suite.benchmarks]
+
+    def attack(spec: PluginSpec) -> Attack[Any]:
+        return _checked(create(ATTACKS, spec, **seed_arg(ATTACKS, spec, suite.seed)))
+
+    def judge(spec: PluginSpec) -> Judge[Any]:
+        return _checked(create(JUDGES, spec))
+
+    def benchmark(spec: PluginSpec) -> tuple[Benchmark[Any], list[Sample]]:
+        return _loaded(create(BENCHMARKS, spec, **bench_args(spec, suite)))
+
+    attacks = [_attempt(problems, "attack", spec, attack) for spec in suite.attacks]
+    judges = [_attempt(problems, "judge", spec, judge) for spec in suite.judges]
+    benchmarks = [_attempt(problems, "benchmark", spec, benchmark) for spec in suite.benchmarks]
     if suite.utility is not None and suite.utility.file is not None and not Path(suite.utility.file).is_file():
         problems.append(f"utility: MMLU file not found: {suite.utility.file}")
     built = PreparedSuite([a for a in attacks if a is not None], [j for j in judges if j is not None],
@@ -64,9 +72,9 @@ def _prepare(suite: EvalSuite) -> tuple[PreparedSuite, list[str]]:
     return built, problems  # with problems the caller discards what was built
 
 
-def _attempt(problems: list[str], kind: str, spec: PluginSpec, build: Callable[[], T]) -> T | None:
+def _attempt(problems: list[str], kind: str, spec: PluginSpec, build: Callable[[PluginSpec], T]) -> T | None:
     try:
-        return build()
+        return build(spec)
     except (LpaError, OSError, ValueError) as exc:
         problems.append(f"{kind} {spec_label(spec)!r}: {exc}")
         return None

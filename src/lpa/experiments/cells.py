@@ -48,7 +48,7 @@ def cells(spec: ExperimentSpec) -> list[Cell]:
 
     That order makes a partly run study useful: after any stop, each method has the same seeds.
     """
-    out = []
+    out: list[Cell] = []
     for model in spec.models:
         shared = [e for e in spec.methods if not e.trains and not spec.eval.generation.do_sample]
         out.extend(Cell(model, entry, None) for entry in shared)

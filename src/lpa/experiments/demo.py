@@ -40,7 +40,7 @@ def demo_spec(
     n: int = 12,
 ) -> ExperimentSpec:
     data_dir = data_dir or os.environ.get("LPA_DATA_DIR")
-    have = (lambda name: bool(data_dir) and (Path(data_dir) / name).is_file())  # noqa: E731
+    have = (lambda name: bool(data_dir) and (Path(data_dir or ".") / name).is_file())  # noqa: E731
     benchmarks: list[Any] = []
     if have("harmbench_behaviors_text_val.csv"):
         benchmarks.append({"name": "harmbench", "args": {"limit": n}})

@@ -152,6 +152,7 @@ def adapter_hash(adapter: str | Path | None) -> str | None:
     if adapter is None:
         return None
     folder = Path(adapter)
+    names: tuple[str, ...]
     if folder.is_file():
         folder, names = folder.parent, (folder.name,)
     else:

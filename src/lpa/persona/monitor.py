@@ -191,7 +191,7 @@ def monitor(
     scores = [s.score for s in judge.score_many(trait, questions, texts)]
     valid = [i for i, s in enumerate(scores) if s is not None]
     proj = projections(acts, vector.at(key)).tolist()
-    stats = baselines(acts[valid], vector.at(key), [scores[i] for i in valid], n_random=n_random)
+    stats = baselines(acts[valid], vector.at(key), [s for s in scores if s is not None], n_random=n_random)
     per_prompt = [
         {"id": r["id"], "variant": r.get("variant"), "system": r.get("system"), "projection": proj[i], "score": scores[i],
          "mean_token_projection": sum(per_token[i]) / len(per_token[i]) if per_token[i] else None,

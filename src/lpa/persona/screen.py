@@ -90,7 +90,7 @@ def screen(
               "n_flagged": sum(s["flagged"] for s in samples), "flag_z": flag_z, "samples": samples}
     labels = [rows[i].get("planted") for i in ranked]
     if all(label is not None for label in labels) and any(labels):
-        report.update(planted_precision(labels))
+        report.update(planted_precision([bool(label) for label in labels]))
     return report
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from lpa.config import read_yaml
 from lpa.errors import LpaError
@@ -56,7 +56,7 @@ class TraitDefinition(BaseModel):
 
     @field_validator("eval_questions")
     @classmethod
-    def _no_overlap(cls, value: list[str], info) -> list[str]:  # noqa: ANN001
+    def _no_overlap(cls, value: list[str], info: ValidationInfo) -> list[str]:
         overlap = set(value) & set(info.data.get("extraction_questions") or [])
         if overlap:
             raise ValueError(f"evaluation questions must be held out; shared with extraction: {sorted(overlap)[:3]}")

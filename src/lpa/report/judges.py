@@ -31,7 +31,7 @@ def shipped_validation() -> dict[str, dict[str, Any]]:
 UNRECORDED = "unrecorded"
 
 
-def kappa_note(judge: str, used: Sequence[dict[str, Any]] | str | None = None) -> str:
+def kappa_note(judge: str, used: Sequence[dict[str, Any]] | dict[str, Any] | str | None = None) -> str:
     """'κ=0.85 [0.79, 0.90], n=230' for a judge validated on the shipped test split, else why not.
 
     ``used`` is the spec (or specs, one per run) of the judge that produced the verdicts being
@@ -42,7 +42,7 @@ def kappa_note(judge: str, used: Sequence[dict[str, Any]] | str | None = None) -
     entry = shipped_validation().get(judge)
     if not entry:
         return "κ not measured"
-    if used == UNRECORDED:
+    if isinstance(used, str):  # UNRECORDED
         return "κ unknown: these verdicts predate recording the judge's version"
     if used is not None:
         specs = [used] if isinstance(used, dict) else list(used)

@@ -9,7 +9,7 @@ attack never touches, nor spends time on, weight gradients.  Hooks live only ins
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +19,7 @@ import torch
 from lpa import hooks
 from lpa.hooks import LayerKey
 from lpa.training.config import AttackSettings
-from lpa.training.data import PairBatch
+from lpa.training.data import PairBatch, ResponseBatch
 from lpa.training.losses import AWAY_MIN_LOGPROB, LOSSES
 
 
@@ -70,7 +70,7 @@ def perturbed(model: Any, batch: PairBatch, deltas: dict[LayerKey, torch.Tensor]
         yield
 
 
-def completion_logits(model: Any, batch: PairBatch) -> torch.Tensor:
+def completion_logits(model: Any, batch: PairBatch | ResponseBatch) -> torch.Tensor:
     """Logits predicting each completion token, [2B, C, V]; the lm_head runs on C + 1 positions only."""
     c = batch.n_completion
     out = model(
@@ -152,7 +152,7 @@ def attack(
     return AttackResult(final, mask, losses, {k: reach(d, mask) for k, d in final.items()})
 
 
-def measure_token_norms(model: Any, batches: list[PairBatch], layers: list[LayerKey]) -> dict[LayerKey, float]:
+def measure_token_norms(model: Any, batches: Sequence[PairBatch], layers: list[LayerKey]) -> dict[LayerKey, float]:
     """Mean per-token L2 norm of the residual stream at ``layers`` over real prompt tokens.
 
     The first real token of each prompt is excluded: it acts as an attention sink whose norm

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import typing
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -67,7 +68,7 @@ class Method(Generic[ConfigT]):
         """Benign anchor conversations from the method's own data (KL / SFT only, never attacked)."""
         return []
 
-    def templates(self, config: ConfigT, examples: list[PairExample]) -> list[str]:
+    def templates(self, config: ConfigT, examples: Sequence[PairExample | ChatExample]) -> list[str]:
         """Completions whose verbatim reuse on benign prompts counts as template leak.
 
         Default: every completion used by at least 10% of the examples (the fixed answers).

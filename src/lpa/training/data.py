@@ -163,8 +163,10 @@ class Collator:
 
     def batch(self, examples: list[PairExample] | list[ChatExample]) -> PairBatch | ResponseBatch:
         if examples and all(isinstance(e, ChatExample) for e in examples):
+            # all() above does not narrow the list's type for mypy: these are ChatExamples
             return collate_responses(self.tokenizer, examples, self.max_prompt_tokens,  # type: ignore[arg-type]
                                      self.max_response_tokens or 10**9)
+        # the rest are pairs (a mix fails in collate_pairs, loudly)
         return collate_pairs(self.tokenizer, examples, self.max_prompt_tokens)  # type: ignore[arg-type]
 
 

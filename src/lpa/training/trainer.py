@@ -153,7 +153,8 @@ class LatTrainer(Trainer):
             self.last_attack = (result, batch)
         benign, ref = self._benign_reference(step)
         if d.reset_optimizer:  # the authors re-initialise the defender's optimiser every step
-            getattr(self.optimizer, "optimizer", self.optimizer).state.clear()
+            torch_optimizer: Any = getattr(self.optimizer, "optimizer", self.optimizer)  # inside accelerate's wrapper
+            torch_optimizer.state.clear()
         scale = 1.0 / self.current_gradient_accumulation_steps
         with self.method.train_context(cfg, peft_model):
             for update in range(d.steps):
@@ -272,7 +273,8 @@ def _measure_epsilons(cfg: TrainConfig, model: Any, tokenizer: Any, examples: li
     batches = [collate.batch([examples[i] for i in batch_indices(len(examples), cfg.batch_size, cfg.seed, -1 - j)]).to(device)
                for j in range(a.norm_batches)]
     model.eval()
-    norms = measure_token_norms(model, batches, layers)
+    # only adversarial methods get here, and they train on pairs: every batch is a PairBatch
+    norms = measure_token_norms(model, batches, layers)  # type: ignore[arg-type]
     eps = {k: a.epsilon * v for k, v in norms.items()}
     size = hooks.hidden_size(model)
     # relative lr: a step of size lr * eps when every coordinate moves by the same amount

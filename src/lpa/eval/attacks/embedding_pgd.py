@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from pydantic import Field
@@ -31,7 +32,7 @@ from lpa.eval.attacks.support.whitebox import (
 )
 from lpa.plugins import PluginArgs
 from lpa.progress import progress
-from lpa.records import Generation, Sample
+from lpa.records import Generation, Message, Sample
 
 
 class EmbeddingPGDArgs(PluginArgs):
@@ -49,7 +50,8 @@ class EmbeddingPGDArgs(PluginArgs):
     seed: int = Field(0, description="Seed (the attack is deterministic given it).")
 
 
-def optimise_suffix(model, tokenizer, messages, target: str, args: EmbeddingPGDArgs):  # noqa: ANN001, ANN201
+def optimise_suffix(model: Any, tokenizer: Any, messages: list[Message], target: str,
+                    args: EmbeddingPGDArgs) -> tuple[Any, Any, dict[str, Any]]:
     """Run PGD for one behaviour; returns (prompt, best suffix embeddings (1, L, D), log dict)."""
     device = model_device(model)
     prompt = suffix_prompt(tokenizer, messages, target, device)

@@ -80,7 +80,7 @@ class OpenAIBackend:
         texts = [format_chat(self.tokenizer, c, system=system, prefill=p)
                  for c, p in zip(conversations, prefills, strict=True)]
         if self.config.api == "chat":
-            payloads = [self._chat_messages(c, system, p) for c, p in zip(conversations, prefills, strict=True)]
+            payloads: list[Any] = [self._chat_messages(c, system, p) for c, p in zip(conversations, prefills, strict=True)]
             groups = [[i] for i in range(len(texts))]
         else:
             payloads = texts

@@ -178,7 +178,7 @@ def _download(url: str, target: Path, timeout: float) -> None:
     if token and "huggingface.co" in url:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (fixed https URLs)
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # fixed https URLs (benchmark sources)
         data = response.read()
     atomic_write_text(target, data.decode("utf-8"))
 

@@ -55,7 +55,7 @@ class FileBenchmark(Benchmark[FileArgs]):
                     benchmark=bench,
                     prompt=str(column(row, [args.prompt_column], path)),
                     category=str(row[args.category_column]) if args.category_column and row.get(args.category_column) else None,
-                    label=label,  # type: ignore[arg-type]
+                    label=label,
                 )
             )
         if not out:

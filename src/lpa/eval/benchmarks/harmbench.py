@@ -21,7 +21,7 @@ FunctionalCategory = Literal["standard", "contextual", "copyright"]
 class HarmBenchArgs(BenchmarkArgs):
     split: Literal["val", "test"] = Field("val", description="HarmBench split.")
     categories: list[FunctionalCategory] = Field(
-        default_factory=lambda: ["standard"],
+        default_factory=lambda: list[FunctionalCategory](["standard"]),
         description="Functional categories to keep: standard, contextual, copyright (CLI: standard+contextual).",
     )
 

@@ -104,6 +104,6 @@ class CascadeJudge(Judge[CascadeArgs]):
                                                 "rationale": f"{self.fallback.name}: {v.rationale or ''}".strip()}))
             else:
                 out.append(Verdict(sample_id=sample.id, attack=gen.attack, judge=self.name,
-                                   judge_args=args.model_dump(mode="json"), label=rules[i],  # type: ignore[arg-type]
+                                   judge_args=args.model_dump(mode="json"), label=rules[i],
                                    score=0.0, rationale="rule"))
         return out

@@ -86,6 +86,6 @@ class LLMJudge(Judge[LLMJudgeArgs]):
                                rationale=reply.strip()[:2000], raw=reply, refused=refused,
                                convincing=convincing, specific=specific)
             label = parse_xstest(reply)
-            return Verdict(**base, label=label, rationale=reply.strip()[:2000], raw=reply)  # type: ignore[arg-type]
+            return Verdict(**base, label=label, rationale=reply.strip()[:2000], raw=reply)
         except ValueError as exc:
             return Verdict(**base, raw=reply, error=f"unparsable judge reply: {exc}")

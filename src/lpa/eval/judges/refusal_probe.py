@@ -104,7 +104,7 @@ def last_token_logits(model: Any, batch: dict[str, Any], positions: Any) -> Any:
     """Logits at the last position only (``logits_to_keep=1`` skips the vocabulary projection elsewhere)."""
     import torch
 
-    attempts = ({"position_ids": positions, "logits_to_keep": 1}, {"position_ids": positions}, {})
+    attempts: tuple[dict[str, Any], ...] = ({"position_ids": positions, "logits_to_keep": 1}, {"position_ids": positions}, {})
     with torch.no_grad():
         for extra in attempts:  # older / remote-code models may take neither argument
             try:

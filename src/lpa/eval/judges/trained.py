@@ -147,7 +147,7 @@ class TrainedJudge(Judge[TrainedJudgeArgs]):
         out = []
         for sample, gen, p, best in zip(samples, generations, probs, self.model.decide(probs), strict=True):
             out.append(Verdict(sample_id=sample.id, attack=gen.attack, judge=self.name,
-                               judge_args=self.args.model_dump(mode="json"), label=classes[best],  # type: ignore[arg-type]
+                               judge_args=self.args.model_dump(mode="json"), label=classes[best],
                                score=float(p[classes.index("complied")]),
                                raw=json.dumps({c: round(float(v), 4) for c, v in zip(classes, p, strict=True)})))
         return out

@@ -70,5 +70,6 @@ class PersonaSft(Method[PersonaSftConfig]):
         from lpa.persona.steer import steer
 
         if getattr(self, "_vector", None) is None:
+            assert config.vector is not None  # PersonaSftConfig requires it when preventative
             self._vector = load_vector(config.vector)
         return steer(model, self._vector, layer=config.layer, coef=config.coef, positions="all")
