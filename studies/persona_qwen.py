@@ -1,7 +1,7 @@
 """Persona vectors on a model that can play a persona (CPU-sized): judge agreement, extraction,
 steering sweep with coherence, monitoring with baselines, and data screening with planted samples.
 
-    OMP_NUM_THREADS=1 python bench/persona_qwen.py --traits evil,sycophancy,neuroticism \\
+    OMP_NUM_THREADS=1 python studies/persona_qwen.py --traits evil,sycophancy,neuroticism \\
         [--model qwen2.5-coder-0.5b] [--judge-model qwen2.5-coder-1.5b] [--out /work/runs/persona/qwen]
 
 Every stage is cached in ``--out/<trait>/`` (answers, judgements, sweep cells, judge checks, monitor

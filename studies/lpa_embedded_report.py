@@ -1,6 +1,6 @@
 """Base vs trained adapter on the embedded model: generations, yes/no refusal probe, guard stats.
 
-Usage: python bench/lpa_embedded_report.py RUN_DIR --data-dir /path/to/benchmarks [--n-gen 5] [--n-probe 20]
+Usage: python studies/lpa_embedded_report.py RUN_DIR --data-dir /path/to/benchmarks [--n-gen 5] [--n-probe 20]
 Uses the evaluation engineer's yes/no probe (lpa.eval.judges.refusal_probe.refusal_probe_scores).
 """
 

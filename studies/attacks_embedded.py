@@ -1,6 +1,6 @@
 """ASR of every attack family on the embedded model, HarmBench val standard behaviours.
 
-Run: .venv/bin/python bench/attacks_embedded.py --data-dir ../shared/data/benchmarks [--n 15]
+Run: .venv/bin/python studies/attacks_embedded.py --data-dir ../shared/data/benchmarks [--n 15]
      [--whitebox-n 2] [--max-new-tokens 48] [--attacks direct,prefill,...] [--out results.jsonl]
 
 Stand-alone (no eval runner needed): loads the behaviours with the csv module, runs each attack

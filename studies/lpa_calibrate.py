@@ -1,6 +1,6 @@
 """Calibrate the LAT attacker on a model: token norms, and what each (epsilon, lr) attack reaches.
 
-Usage: python bench/lpa_calibrate.py [--model qwen2.5-coder-0.5b] [--preset embedded]
+Usage: python studies/lpa_calibrate.py [--model qwen2.5-coder-0.5b] [--preset embedded]
        [--eps 0.02 0.05 0.1] [--lr 0.25] [--batch 4]
 For every relative epsilon it runs the attacker (K steps, the preset's locations) on one fixed
 batch of the faithful layout's pairs and prints the attacker loss before/after (mean token CE

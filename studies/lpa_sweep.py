@@ -1,6 +1,6 @@
 """Sweep the number of training steps on one run: selectivity and utility along training.
 
-Usage: python bench/lpa_sweep.py [--model qwen2.5-coder-0.5b] [--method lpa] [--preset embedded]
+Usage: python studies/lpa_sweep.py [--model qwen2.5-coder-0.5b] [--method lpa] [--preset embedded]
        [--steps 20] [--at 5 10 15 20] [--n 40] [--safe-n 40] [--judges cascade,trained,keyword]
        [--report-only]
        [--mmlu 50] [--out runs/train/sweep] [--set key=value ...]

@@ -1,6 +1,6 @@
 """Persona-vector pipeline on the embedded model (CPU-sized): extraction counts, layer sweep, monitoring.
 
-    python bench/persona_embedded.py [--out /tmp/lpa-persona-bench] [--trait evil]
+    python studies/persona_embedded.py [--out /tmp/lpa-persona-bench] [--trait evil]
 
 Prints the kept-pair counts, the steering sweep (judged trait score vs coefficient per layer),
 the chosen layer and the monitoring correlation next to its random-direction and
