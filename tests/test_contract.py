@@ -68,6 +68,15 @@ def test_a_new_module_in_a_plugin_package_is_found_without_a_list(tmp_path, monk
     with pytest.raises(LpaError, match="Unknown thing 'two'. Valid choices: one"):
         registry.get("two")
 
+    class Named:
+        name = "named"
+
+    assert registry.add(Named) is Named and registry.get("named") is Named  # the class-decorator form
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("named", object())
+    with pytest.raises(ValueError, match="needs a 'name'"):
+        registry.add(object())
+
 
 def test_plugin_args_are_typed_by_the_type_parameter():
     from lpa.eval.benchmarks.base import BenchmarkArgs

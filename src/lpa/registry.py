@@ -84,6 +84,14 @@ class Registry(Generic[T]):
 
         return _do(item) if item is not None else _do
 
+    def add(self, item: T) -> T:
+        """Register ``item`` under its own ``name`` attribute: the class decorator of a plugin kind."""
+        name = getattr(item, "name", None)
+        if not isinstance(name, str):
+            raise ValueError(f"A {self.kind} needs a 'name' to be registered: {item!r}.")
+        self.register(name, item)
+        return item
+
     def get(self, name: str) -> T:
         self._load()
         try:

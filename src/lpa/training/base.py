@@ -79,13 +79,8 @@ class Method(Generic[ConfigT]):
 
 
 METHODS: Registry[type[Method[Any]]] = Registry("training method", package="lpa.training.methods")
-MethodT = TypeVar("MethodT", bound="type[Method[Any]]")
-
-
-def register_method(cls: MethodT) -> MethodT:
-    """Class decorator: register a method under its ``name`` (its module is found by :data:`METHODS`)."""
-    METHODS.register(cls.name, cls)
-    return cls
+# The class decorator of a method: registers it under its ``name`` (its module is found by :data:`METHODS`).
+register_method = METHODS.add
 
 
 class TraitsConfig(TrainConfig):

@@ -29,14 +29,9 @@ from lpa.registry import Registry
 ATTACKS: Registry[type[Attack[Any]]] = Registry("attack", package="lpa.eval.attacks")
 
 
-AttackT = TypeVar("AttackT", bound="type[Attack[Any]]")
+# The class decorator of an attack: registers it under its ``name`` (its module is found by :data:`ATTACKS`).
+register_attack = ATTACKS.add
 AttackArgsT = TypeVar("AttackArgsT", bound=PluginArgs)
-
-
-def register_attack(cls: AttackT) -> AttackT:
-    """Class decorator: register an attack under its ``name`` (its module is found by :data:`ATTACKS`)."""
-    ATTACKS.register(cls.name, cls)
-    return cls
 
 
 class AttackedPrompt(BaseModel):

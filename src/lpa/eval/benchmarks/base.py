@@ -34,13 +34,8 @@ from lpa.registry import Registry
 BENCHMARKS: Registry[type[Benchmark[Any]]] = Registry("benchmark", package="lpa.eval.benchmarks")
 
 
-BenchmarkT = TypeVar("BenchmarkT", bound="type[Benchmark[Any]]")
-
-
-def register_benchmark(cls: BenchmarkT) -> BenchmarkT:
-    """Class decorator: register a benchmark under its ``name`` (its module is found by :data:`BENCHMARKS`)."""
-    BENCHMARKS.register(cls.name, cls)
-    return cls
+# The class decorator of a benchmark: registers it under its ``name`` (its module is found by :data:`BENCHMARKS`).
+register_benchmark = BENCHMARKS.add
 
 
 def data_dir_from_env(explicit: str | Path | None = None) -> Path | None:

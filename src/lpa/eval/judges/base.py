@@ -18,15 +18,8 @@ from lpa.records import Generation, Sample, Verdict
 from lpa.registry import Registry
 
 JUDGES: Registry[type[Judge[Any]]] = Registry("judge", package="lpa.eval.judges")
-
-
-JudgeT = TypeVar("JudgeT", bound="type[Judge[Any]]")
-
-
-def register_judge(cls: JudgeT) -> JudgeT:
-    """Class decorator: register a judge under its ``name`` (its module is found by :data:`JUDGES`)."""
-    JUDGES.register(cls.name, cls)
-    return cls
+# The class decorator of a judge: registers it under its ``name`` (its module is found by :data:`JUDGES`).
+register_judge = JUDGES.add
 
 
 class JudgeArgs(PluginArgs):
