@@ -13,7 +13,7 @@ import torch
 from lpa import hooks
 from lpa.persona import PersonaVector
 from lpa.persona.activations import response_means
-from lpa.persona.judges import HeuristicJudge, LLMJudge, SelfJudge, make_judge, parse_number
+from lpa.persona.judges import HeuristicJudge, LLMTraitJudge, SelfJudge, make_judge, parse_number
 from lpa.persona.monitor import baselines, pearson, probe_projections, prompt_projections
 from lpa.persona.traits import load_trait
 
@@ -53,7 +53,7 @@ def test_llm_judge_logprob_trick_and_fallback():
     thread.start()
     try:
         judge = make_judge("llm", judge_url=f"http://127.0.0.1:{server.server_port}/v1", judge_model="j", api_key_env=None)
-        assert isinstance(judge, LLMJudge)
+        assert isinstance(judge, LLMTraitJudge)
         assert judge.score(EVIL, "q", "a").score == pytest.approx(50.0)
         _Handler.logprobs = False
         assert judge.score(EVIL, "q", "a").score == 80.0

@@ -78,7 +78,7 @@ def parse_number(text: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-class LLMJudge(TraitJudge):
+class LLMTraitJudge(TraitJudge):
     name = "llm"
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY") -> None:
@@ -306,7 +306,7 @@ def _local(options: TraitJudgeOptions) -> TraitJudge:
 def _llm(options: TraitJudgeOptions) -> TraitJudge:
     if not options.judge_url or not options.judge_model:
         raise LpaError("The llm judge needs --judge-url (OpenAI-compatible, e.g. http://127.0.0.1:8000/v1) and --judge-model.")
-    return LLMJudge(options.judge_url, options.judge_model, options.api_key_env)
+    return LLMTraitJudge(options.judge_url, options.judge_model, options.api_key_env)
 
 
 def make_judge(name: str, **options: Any) -> TraitJudge:
@@ -314,4 +314,4 @@ def make_judge(name: str, **options: Any) -> TraitJudge:
     return TRAIT_JUDGES.get(name)(TraitJudgeOptions(**options))
 
 
-__all__ = ["COHERENCE_RUBRIC", "TRAIT_JUDGES", "TraitJudgeOptions", "coherence_scores", "judge_key", "HeuristicJudge", "LLMJudge", "LocalJudge", "NumberJudge", "SelfJudge", "TraitJudge", "TraitScore", "make_judge", "parse_number"]
+__all__ = ["COHERENCE_RUBRIC", "TRAIT_JUDGES", "TraitJudgeOptions", "coherence_scores", "judge_key", "HeuristicJudge", "LLMTraitJudge", "LocalJudge", "NumberJudge", "SelfJudge", "TraitJudge", "TraitScore", "make_judge", "parse_number"]
