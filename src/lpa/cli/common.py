@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from lpa.errors import LpaError
+
 ModelOption = typer.Option(
     "smollm2-135m", "--model", "-m", help="HF model id, local checkpoint dir, .gguf file, or alias (see `lpa models`)."
 )
@@ -31,7 +33,6 @@ def parse_trackers(value: str | None) -> list[str] | None:
 
 
 def existing_file(path: Path, what: str = "file") -> Path:
-    from lpa.errors import LpaError
 
     if not path.is_file():
         raise LpaError(f"{what.capitalize()} not found: {path}")

@@ -21,6 +21,7 @@ from lpa.cli.common import (
     ModelOption,
     SetOption,
 )
+from lpa.errors import LpaError
 
 
 def register(app: typer.Typer) -> None:
@@ -146,7 +147,6 @@ def utility_command(
             ci = f" [{fmt(row.ci_low)}, {fmt(row.ci_high)}]" if row.ci_low is not None else ""
             print(f"{row.benchmark} {row.metric}: {row.value:.3f}{ci} (n={row.n}, lm-eval)")
         return
-    from lpa.errors import LpaError
     from lpa.eval.utility import load_mmlu, mmlu_generate, mmlu_loglik
     from lpa.models import load_model
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from lpa.errors import LpaError
+
 GoldOption = typer.Option("shipped", "--gold", "-g", help="Labelled JSONL file, or 'shipped' (the packaged gold set).")
 
 
@@ -114,7 +116,6 @@ def agreement_command(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for 95% CIs."),
 ) -> None:
     """Inter-annotator agreement: kappa of a second labelling against the gold labels, and every disagreement."""
-    from lpa.errors import LpaError
     from lpa.eval.judges.support.gold import load_gold
     from lpa.eval.judges.support.validate import (
         confusion_text,

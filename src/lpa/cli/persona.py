@@ -18,6 +18,7 @@ from lpa.cli.common import (
     ReportToOption,
     parse_trackers,
 )
+from lpa.errors import LpaError
 
 persona_app = typer.Typer(help="Persona vectors: extract, steer, monitor, screen data, preventative fine-tuning.",
                           no_args_is_help=True)
@@ -99,7 +100,6 @@ def judge_check_cmd(
     device: str = DeviceOption,
 ) -> None:
     """Agreement of a trait judge with hand-labelled answers (Pearson/Spearman r, MAE, split agreement)."""
-    from lpa.errors import LpaError
     from lpa.io import atomic_write_json
     from lpa.persona.traits import load_trait
     from lpa.persona.validate import load_labels, validate_judge

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from lpa.errors import LpaError
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
@@ -47,7 +49,6 @@ def register(app: typer.Typer) -> None:
     @traits_app.command("validate")
     def validate(path: Path = typer.Argument(..., help="Trait file (.yaml/.yml/.csv).")) -> None:
         """Check a trait file (schema, duplicates) and screen it for named harmful acts."""
-        from lpa.errors import LpaError
         from lpa.traits import load_trait_file, screen_statements
 
         traits = load_trait_file(path)
