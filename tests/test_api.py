@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import lpa
+from lpa.persona.judges import TRAIT_JUDGES, TraitJudge, TraitScore
 from lpa.testing import save_tiny_checkpoint
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -56,3 +57,31 @@ def test_readme_train_evaluate_compare_runs_on_a_tiny_model(tmp_path, monkeypatc
     comparison = lpa.compare([base.out_dir, tuned.out_dir])
     assert "prefill" in comparison.table and comparison.paired is not None
     assert (tmp_path / "runs/compare/compare.md").is_file() and (tmp_path / "runs/compare/paired.md").is_file()
+
+
+class _HalfJudge(TraitJudge):
+    """Scores the first half of each batch (the trait-expressing answers) high: a random model passes the filter."""
+
+    name = "half"
+
+    def score_many(self, trait, questions, answers):
+        return [TraitScore(80.0 if i < len(answers) // 2 else 10.0) for i in range(len(answers))]
+
+
+def test_persona_extract_function_and_command(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from lpa.cli.main import app
+
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny")
+    small = dict(pairs=1, questions=2, samples=1, max_new_tokens=4, batch_size=4)
+    result = lpa.persona.extract(trait="evil", model=str(checkpoint), judge=_HalfJudge(), out=tmp_path / "py",
+                                 sweep=False, **small)
+    assert result.path == tmp_path / "py" / "evil.safetensors" and result.path.is_file() and result.sweep == []
+    assert lpa.persona.load_vector(result.path).layer == result.vector.layer
+    monkeypatch.setitem(TRAIT_JUDGES._items, "half", lambda options: _HalfJudge())  # a judge the CLI can name
+    args = ["persona", "extract", "--trait", "evil", "--model", str(checkpoint), "--out", str(tmp_path / "cli"),
+            "--judge", "half", "--no-sweep", *[f"--{k.replace('_', '-')}={v}" for k, v in small.items()]]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert f"saved {tmp_path / 'cli' / 'evil.safetensors'}" in out.output.replace("\n", "")

@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lpa.persona.vector import PersonaVector, load_vector
+
+if TYPE_CHECKING:
+    from lpa.persona.judges import TraitJudge
 
 
 @dataclass
@@ -29,7 +32,7 @@ def extract(
     model: str,
     adapter: str | Path | None = None,
     out: str | Path | None = None,
-    judge: str = "heuristic",
+    judge: str | TraitJudge = "heuristic",
     judge_url: str | None = None,
     judge_model: str | None = None,
     api_key_env: str | None = "OPENAI_API_KEY",
@@ -47,18 +50,19 @@ def extract(
 ) -> Extraction:
     """Extract a persona vector for ``trait`` and choose its layer by a steering sweep (``lpa persona extract``).
 
+    ``judge`` is a trait judge's name (:data:`lpa.persona.judges.TRAIT_JUDGES`) or a judge object.
     ``out`` defaults to ``runs/persona/<trait>``; reruns resume from the answers cached there.
     """
     from lpa.models import load_model
     from lpa.persona.extraction import ExtractConfig, SweepConfig, run_extraction
-    from lpa.persona.judges import make_judge
+    from lpa.persona.judges import TraitJudge, make_judge
     from lpa.persona.traits import load_trait
 
     definition = load_trait(trait)
     folder = Path(out) if out is not None else Path("runs/persona") / definition.name
     lm, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
-    trait_judge = make_judge(judge, model=lm, tokenizer=tok, judge_url=judge_url, judge_model=judge_model,
-                             api_key_env=api_key_env)
+    trait_judge = judge if isinstance(judge, TraitJudge) else make_judge(
+        judge, model=lm, tokenizer=tok, judge_url=judge_url, judge_model=judge_model, api_key_env=api_key_env)
     config = ExtractConfig(n_pairs=pairs, n_questions=questions, samples=samples, max_new_tokens=max_new_tokens,
                            batch_size=batch_size)
     sweep_config = SweepConfig(layers=list(layers) if layers is not None else None, coefs=list(coefs),
