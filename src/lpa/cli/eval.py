@@ -37,7 +37,8 @@ def eval_command(
     model: str = ModelOption,
     adapter: Path | None = AdapterOption,
     benchmarks: str | None = typer.Option(
-        None, "--benchmarks", "-b", help="Comma list (use ';' between plugins with arguments: 'harmbench:split=val;xstest')."
+        None, "--benchmarks", "-b", help="Comma list (use ';' between plugins with arguments: 'harmbench:split=val;xstest'; "
+        "quote a value holding , or ;: 'file:path=\"a,b.jsonl\"')."
     ),
     attacks: str | None = typer.Option(None, "--attacks", help="Attacks, same syntax (default: direct)."),
     judge: str | None = typer.Option(None, "--judge", "-j", help="Judges, same syntax (default: lpa.eval.judges.DEFAULT_JUDGES; see `lpa judges list`)."),
