@@ -25,7 +25,7 @@ from lpa.eval.metrics import JudgedItem, MetricRow, coherence_rows, compute_metr
 from lpa.eval.preflight import PreparedSuite, prepare_suite
 from lpa.eval.suite import EvalSuite
 from lpa.generation import GenerationSettings
-from lpa.io import append_jsonl, atomic_write_csv, atomic_write_json, digest, read_jsonl
+from lpa.io import JsonlCache, atomic_write_csv, atomic_write_json, digest, run_lock
 from lpa.models.identity import ModelIdentity, identity_of
 from lpa.plugins import create
 from lpa.records import Generation, Sample, Verdict
@@ -62,35 +62,35 @@ class _Unit:
 
 
 class _Store:
-    """The two append-only caches of a run directory."""
+    """The two append-only caches of a run directory, locked while this run writes them."""
 
     def __init__(self, out_dir: Path) -> None:
         self.gen_path = out_dir / "generations.jsonl"
         self.judge_path = out_dir / "judgements.jsonl"
-        for path in (self.gen_path, self.judge_path):
-            drop_partial_line(path)
-        self.generations: dict[str, dict[str, Any]] = {r["key"]: r for r in read_jsonl(self.gen_path) if "key" in r}
-        self.verdicts: dict[str, dict[str, Any]] = {r["key"]: r for r in read_jsonl(self.judge_path) if "key" in r}
+        self._gens = JsonlCache(self.gen_path, "eval.generations")
+        try:
+            self._verdicts = JsonlCache(self.judge_path, "eval.judgements")
+        except BaseException:
+            self._gens.close()
+            raise
+        self.generations: dict[str, dict[str, Any]] = self._gens.rows
+        self.verdicts: dict[str, dict[str, Any]] = self._verdicts.rows
 
     def add_generations(self, rows: list[dict[str, Any]]) -> None:
-        append_jsonl(self.gen_path, rows)
-        self.generations.update({r["key"]: r for r in rows})
+        self._gens.add(rows)
 
     def add_verdicts(self, rows: list[dict[str, Any]]) -> None:
-        append_jsonl(self.judge_path, rows)
-        self.verdicts.update({r["key"]: r for r in rows})
+        self._verdicts.add(rows)
 
+    def close(self) -> None:
+        self._gens.close()
+        self._verdicts.close()
 
-def drop_partial_line(path: Path) -> None:
-    """Cut a line left unfinished by a crash, so the next append does not glue onto it."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    with path.open("rb+") as handle:
-        data = handle.read()
-        if data.endswith(b"\n"):
-            return
-        handle.truncate(data.rfind(b"\n") + 1)
-        log.warning("%s: dropped a partial last line from an interrupted run", path)
+    def __enter__(self) -> _Store:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def evaluate(
@@ -111,10 +111,11 @@ def evaluate(
     chat template).
     """
     from lpa.eval.backends import needs_weights
+    from lpa.io import writable_dir
     from lpa.models.loader import load, load_tokenizer, spec_identity
 
     prepared = prepare_suite(suite)
-
+    writable_dir(out_dir)  # a file or a read-only folder as --out fails here, not after the model loaded
     if suite.backend.name != "hf" and not needs_weights(suite):
         model, tokenizer = None, load_tokenizer(model_spec)
         identity = spec_identity(model_spec, adapter)
@@ -158,15 +159,19 @@ def evaluate_model(
     fails on any missing file or bad argument before anything is generated).
     """
     from lpa.config import dump_config
-    from lpa.io import atomic_write_text
+    from lpa.io import atomic_write_text, writable_dir
 
     prepared = prepared or prepare_suite(suite)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out_dir)
     identity = identity or run_identity(model, model_name, adapter)
+    with run_lock(out), _Store(out) as store:
+        atomic_write_text(out / "config.yaml", dump_config(suite))
+        return _evaluate(model, tokenizer, suite, out, store, identity, prepared, progress)
+
+
+def _evaluate(model: Any, tokenizer: Any, suite: EvalSuite, out: Path, store: _Store, identity: ModelIdentity,
+              prepared: PreparedSuite, progress: bool) -> Results:
     name, adapter = identity.model, identity.adapter
-    atomic_write_text(out / "config.yaml", dump_config(suite))
-    store = _Store(out)
     from lpa.eval.backends import make_backend, routing
 
     backend = make_backend(suite.backend, model=model, tokenizer=tokenizer, model_name=name, adapter=adapter)
@@ -422,7 +427,7 @@ def judge_generations(store: _Store, judge: Judge, gens: list[tuple[Sample, Gene
         ])
     items = []
     for sample, gen, key in keyed:
-        v = Verdict(**{k: val for k, val in store.verdicts[key].items() if k != "key"})
+        v = Verdict(**{k: val for k, val in store.verdicts[key].items() if k not in CACHE_FIELDS})
         items.append(JudgedItem(benchmark=sample.benchmark, attack=attack_label, judge=judge.name,
                                 sample_id=sample.id, sample_label=sample.label,
                                 variant=int(getattr(gen, "variant", 0) or 0), verdict=v.label,
@@ -430,5 +435,8 @@ def judge_generations(store: _Store, judge: Judge, gens: list[tuple[Sample, Gene
     return items
 
 
+CACHE_FIELDS = ("key", "unit_key", "cache", "run_key")
+
+
 def _gen_fields(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k not in ("key", "unit_key")}
+    return {k: v for k, v in row.items() if k not in CACHE_FIELDS}
