@@ -125,47 +125,46 @@ def append_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
     if not data:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("ab") as handle:
-        _append_whole(handle, path, data.encode("utf-8"))
-
-
-def _append_whole(handle: Any, path: Path, data: bytes) -> None:
-    repair_jsonl(path, handle)
-    start = handle.seek(0, os.SEEK_END)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # unbuffered: a failed write can be undone exactly
     try:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            handle.truncate(start)
-        raise
+        repair_jsonl(path, fd)
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data.encode("utf-8"))
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
 
 
-def repair_jsonl(path: str | Path, handle: Any = None) -> int:
+def repair_jsonl(path: str | Path, fd: int | None = None) -> int:
     """Cut a partial last line left by a crash (a file not ending in a newline); return the bytes cut."""
     path = Path(path)
-    if handle is None:
+    if fd is None:
         if not path.is_file():
             return 0
-        with path.open("rb+") as own:
-            return repair_jsonl(path, own)
-    size = os.fstat(handle.fileno()).st_size
-    if size == 0:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            return repair_jsonl(path, fd)
+        finally:
+            os.close(fd)
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
         return 0
-    with open(path, "rb") as reader:
-        reader.seek(size - 1)
-        if reader.read(1) == b"\n":
-            return 0
-        start = max(0, size - (1 << 16))
-        while True:  # find the last newline, reading backwards in blocks
-            reader.seek(start)
-            cut = reader.read(size - start).rfind(b"\n")
-            if cut >= 0 or start == 0:
-                keep = start + cut + 1 if cut >= 0 else 0
-                break
-            start = max(0, start - (1 << 16))
-    os.truncate(path, keep)
+    keep, end = 0, size
+    while end > 0:  # find the last newline, reading backwards in blocks
+        start = max(0, end - (1 << 16))
+        cut = os.pread(fd, end - start, start).rfind(b"\n")
+        if cut >= 0:
+            keep = start + cut + 1
+            break
+        end = start
+    os.ftruncate(fd, keep)
     log.warning("%s: dropped a partial last line (%d bytes) left by an interrupted write", path, size - keep)
     return size - keep
 
