@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -320,11 +318,10 @@ def training_arguments(cfg: TrainConfig, run: RunDir, device: torch.device, dtyp
 
 
 def _save_adapter(model: Any, adapter: Path, run: RunDir) -> None:
-    tmp = Path(tempfile.mkdtemp(dir=run.path, prefix=".adapter."))
-    model.save_pretrained(str(tmp))
-    if adapter.exists():
-        shutil.rmtree(adapter)
-    tmp.rename(adapter)
+    from lpa.io import atomic_path
+
+    with atomic_path(adapter, directory=True) as tmp:
+        model.save_pretrained(str(tmp))
 
 
 def train(
