@@ -214,7 +214,7 @@ _HELD: dict[str, tuple[int, int]] = {}  # resolved path -> (fd, holders in this 
 
 @contextlib.contextmanager
 def run_lock(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on a file a run appends to, or on a run folder (``FOLDER/.lpa.lock``).
+    """Hold an exclusive lock (``flock``) on a file a run appends to, or on a run folder.
 
     A second process writing the same place gets an :class:`LpaError` at once instead of writing
     every row twice.  Re-entrant within one process (the eval runner locks its folder and files).
@@ -222,14 +222,13 @@ def run_lock(path: str | Path) -> Iterator[None]:
     import fcntl
 
     path = Path(path)
-    target = path / ".lpa.lock" if path.is_dir() else path
-    target.parent.mkdir(parents=True, exist_ok=True)
-    name = str(target.resolve())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    name = str(path.resolve())
     if name in _HELD:
         fd, count = _HELD[name]
         _HELD[name] = (fd, count + 1)
-    else:
-        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+    else:  # a folder is locked itself (no lock file to leave behind); a file is created if missing
+        fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -328,6 +327,37 @@ def open_cache(path: str | Path | None, kind: str, **kwargs: Any) -> Iterator[Js
         yield cache
 
 
+def read_text(path: str | Path) -> str:
+    """A user's text file as UTF-8, or one :class:`LpaError` naming it (missing, unreadable, not UTF-8)."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LpaError(f"File not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise LpaError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8.") from None
+    except OSError as exc:
+        raise LpaError(f"Cannot read {path}: {exc.strerror or exc}") from None
+
+
+def read_csv(path: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """Header and rows of a CSV file (fields of any length); malformed files raise one :class:`LpaError`."""
+    path = Path(path)
+    csv.field_size_limit(_CSV_FIELD_LIMIT)  # the default 131,072 characters rejects long conversations
+    try:
+        reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+        rows = [dict(row) for row in reader]
+    except csv.Error as exc:
+        raise LpaError(f"{path}:{reader.line_num}: not valid CSV ({exc}).") from None
+    for number, row in enumerate(rows, start=2):
+        if None in row:
+            raise LpaError(f"{path}:{number}: more fields than the header has columns.")
+    return list(reader.fieldnames or []), rows
+
+
+_CSV_FIELD_LIMIT = 1 << 30
+
+
 TABLE_SUFFIXES = (".csv", ".jsonl", ".json", ".yaml", ".yml", ".txt")
 
 
@@ -344,21 +374,19 @@ def read_table(path: str | Path, *, list_key: str | None = None) -> list[dict[st
         raise LpaError(f"{path}: unsupported file type {suffix!r} (use {', '.join(TABLE_SUFFIXES)}).")
     if not path.is_file():
         raise LpaError(f"File not found: {path}")
-    try:
-        if suffix == ".csv":
-            with path.open(encoding="utf-8", newline="") as handle:
-                return [dict(row) for row in csv.DictReader(handle)]
-        if suffix == ".jsonl":
-            data: Any = read_jsonl(path, missing_ok=False, strict=True)
-        elif suffix == ".txt":
-            lines = path.read_text(encoding="utf-8").splitlines()
-            return [{"prompt": text.strip(), "line": n} for n, text in enumerate(lines, start=1) if text.strip()]
-        elif suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-        else:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-    except (OSError, ValueError, csv.Error, yaml.YAMLError) as exc:
-        raise LpaError(f"Cannot read {path}: {exc}") from None
+    if suffix == ".csv":
+        return read_csv(path)[1]
+    if suffix == ".jsonl":
+        data: Any = read_jsonl(path, missing_ok=False, strict=True)
+    elif suffix == ".txt":
+        lines = read_text(path).splitlines()
+        return [{"prompt": text.strip(), "line": n} for n, text in enumerate(lines, start=1) if text.strip()]
+    else:
+        text = read_text(path)
+        try:
+            data = json.loads(text) if suffix == ".json" else (yaml.safe_load(text) or [])
+        except (ValueError, yaml.YAMLError) as exc:
+            raise LpaError(f"Cannot read {path}: {exc}") from None
     if isinstance(data, dict):
         data = data.get(list_key) if list_key else next((v for v in data.values() if isinstance(v, list)), None)
     if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):

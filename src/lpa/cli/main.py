@@ -90,7 +90,7 @@ def run(args: list[str] | None = None) -> int:
     except LpaError as exc:
         from rich.console import Console
 
-        Console(stderr=True).print(f"[bold red]Error:[/] {exc}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]Error:[/] {exc}", highlight=False)
         if os.environ.get("LPA_VERBOSE"):
             raise
         return EXIT_USER_ERROR

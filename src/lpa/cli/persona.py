@@ -142,17 +142,20 @@ def extract_cmd(
     dtype: str = DtypeOption,
 ) -> None:
     """Extract a persona vector; choose its layer by a steering sweep; save vector + sweep."""
+    from lpa.config import validate_config
     from lpa.models import load_model
     from lpa.persona.extract import ExtractConfig, SweepConfig, run_extraction
     from lpa.persona.traits import load_trait
 
     definition = load_trait(trait)
     out = out or Path("runs/persona") / definition.name
+    config = validate_config(ExtractConfig, dict(n_pairs=pairs, n_questions=questions, samples=samples,
+                                                 max_new_tokens=max_new_tokens, batch_size=batch_size),
+                             source="extraction options")
+    sweep_cfg = validate_config(SweepConfig, dict(layers=_ints(layers), coefs=_floats(coefs),
+                                                  n_questions=sweep_questions, max_new_tokens=max_new_tokens,
+                                                  batch_size=batch_size), source="sweep options")
     lm, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
-    config = ExtractConfig(n_pairs=pairs, n_questions=questions, samples=samples, max_new_tokens=max_new_tokens,
-                           batch_size=batch_size)
-    sweep_cfg = SweepConfig(layers=_ints(layers), coefs=_floats(coefs), n_questions=sweep_questions,
-                            max_new_tokens=max_new_tokens, batch_size=batch_size)
     vector, rows = run_extraction(lm, tok, definition, _judge(judge, lm, tok, judge_url, judge_model, api_key_env), out,
                                   config, sweep_cfg, do_sweep=sweep)
     typer.echo(f"trait={vector.trait} judge={vector.judge.get('judge')} counts={vector.counts}")
@@ -180,7 +183,7 @@ def steer_cmd(
     dtype: str = DtypeOption,
 ) -> None:
     """Generate with and without steering, side by side."""
-    from lpa.generation import GenerationSettings, generate
+    from lpa.generation import generate
     from lpa.models import load_model
     from lpa.persona import load_vector
     from lpa.persona.steer import steer
@@ -189,7 +192,7 @@ def steer_cmd(
     vec = load_vector(_vector_path(trait, vector))
     prompts = list(prompt) if prompt else load_trait(trait).eval_questions[:3]
     lm, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
-    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    settings = _settings(max_new_tokens=max_new_tokens)
     plain = generate(lm, tok, prompts, settings)
     with steer(lm, vec, layer=layer, coef=coef, positions=positions):  # type: ignore[arg-type]
         steered = generate(lm, tok, prompts, settings)
@@ -216,7 +219,7 @@ def monitor_cmd(
     dtype: str = DtypeOption,
 ) -> None:
     """Projection of the last prompt token vs the judged trait score, with random baselines."""
-    from lpa.generation import GenerationSettings, read_prompts
+    from lpa.generation import read_prompts
     from lpa.io import atomic_write_json
     from lpa.models import load_model
     from lpa.persona import load_vector
@@ -228,7 +231,7 @@ def monitor_cmd(
     rows = read_prompts(prompts) if prompts else default_monitor_prompts(definition, questions)
     lm, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
     report = monitor(lm, tok, definition, vec, _judge(judge, lm, tok, judge_url, judge_model, api_key_env), rows,
-                     GenerationSettings(max_new_tokens=max_new_tokens), n_random=random_baselines)
+                     _settings(max_new_tokens=max_new_tokens), n_random=random_baselines)
     if out:
         atomic_write_json(out, report)
     _print_json({k: v for k, v in report.items() if k != "rows"})
@@ -250,7 +253,6 @@ def screen_cmd(
     dtype: str = DtypeOption,
 ) -> None:
     """Rank training samples by projection difference onto the persona vector."""
-    from lpa.generation import GenerationSettings
     from lpa.io import atomic_write_json
     from lpa.models import load_model
     from lpa.persona import load_vector
@@ -260,7 +262,7 @@ def screen_cmd(
     rows = read_sft_rows(data)
     out = out or data.with_suffix(".screen")
     lm, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
-    report = screen(lm, tok, vec, rows, GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size),
+    report = screen(lm, tok, vec, rows, _settings(max_new_tokens=max_new_tokens, batch_size=batch_size),
                     cache=out / "own_responses.jsonl", flag_z=flag_z)
     atomic_write_json(out / "screen.json", report)
     typer.echo(f"dataset score (mean ΔP) = {report['dataset_score']:.4f}  std={report['std']:.4f}  "
@@ -321,11 +323,10 @@ def finetune_cmd(
 
     if compare:
         lm, tok = load()
-        from lpa.generation import GenerationSettings
 
         report = run_compare(load, rows, load_trait(trait), vec, _judge(judge, lm, tok, judge_url, judge_model, api_key_env),
                              config, out, n_questions=eval_questions, seeds=[int(x) for x in seeds.split(",") if x.strip()],
-                             mmlu_n=mmlu, settings=GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size))
+                             mmlu_n=mmlu, settings=_settings(max_new_tokens=max_new_tokens, batch_size=batch_size))
         _print_json({k: v for k, v in report.items() if k != "runs"})
         return
     lm, tok = load()
@@ -354,7 +355,6 @@ def lens_cmd(
     """Project base and LPA activations on a persona vector over harmful prompts; shift and compliance r."""
     from lpa.eval.benchmarks import BENCHMARKS
     from lpa.eval.judges import DEFAULT_JUDGE
-    from lpa.generation import GenerationSettings
     from lpa.io import atomic_write_json
     from lpa.models import load_model
     from lpa.persona import load_vector
@@ -370,9 +370,17 @@ def lens_cmd(
     complied = judge_compliance(judge, samples)  # an unknown judge fails before the model loads
     lm, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
     report = lens(lm, tok, vec, [s.messages or s.prompt for s in samples],
-                  GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size), n_random=random_baselines,
+                  _settings(max_new_tokens=max_new_tokens, batch_size=batch_size), n_random=random_baselines,
                   complied=complied, compliance_judge=judge)
     report["benchmarks"], report["adapter"] = benchmarks, adapter
     if out:
         atomic_write_json(out, report)
     _print_json({k: v for k, v in report.items() if k != "rows"})
+
+
+def _settings(**fields: Any) -> Any:
+    """Generation settings from CLI numbers: a bad value is one error line, like ``lpa eval``'s."""
+    from lpa.config import validate_config
+    from lpa.generation import GenerationSettings
+
+    return validate_config(GenerationSettings, fields, source="generation options")

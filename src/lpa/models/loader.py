@@ -99,7 +99,33 @@ def _resolve_source(spec: str) -> str:
             f"Model path {spec!r} does not exist. Give an existing checkpoint directory or .gguf file, "
             f"a Hugging Face model id (org/name), or an alias: {', '.join(sorted(ALIASES))}."
         )
+    _check_hub_reachable(spec)
     return spec  # a hub id
+
+
+def offline() -> bool:
+    """Whether the user said there is no network (``LPA_OFFLINE`` or ``HF_HUB_OFFLINE``)."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("LPA_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def _check_hub_reachable(spec: str) -> None:
+    """Fail at once (not after ~30 s of hub retries) for a hub id that is neither cached nor reachable."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(spec, "config.json"), str):
+        return
+    why = "offline (LPA_OFFLINE / HF_HUB_OFFLINE is set)" if offline() else ""
+    if not why:
+        try:
+            socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname or "huggingface.co", 443)
+        except OSError:
+            why = "the Hugging Face hub cannot be reached"
+    if why:
+        raise LpaError(f"Unknown model {spec!r}: not an alias, a local path or a cached hub model, and {why}. "
+                       f"Aliases: {', '.join(sorted(ALIASES))}.")
 
 
 def _gguf_cache_dir(gguf: Path) -> Path:
