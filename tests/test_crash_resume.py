@@ -118,7 +118,7 @@ def test_kill_9_during_training_then_rerun_equals_uninterrupted(tmp_path, tiny_d
     assert not (crashed / "result.json").exists()
     if killed_in == "state_saves.jsonl":
         partial = crashed / "checkpoint-2"
-        assert (partial / "lpa_state.pt").is_file() and not (partial / "trainer_state.json").exists()
+        assert (partial / "lpa_state.json").is_file() and not (partial / "trainer_state.json").exists()
     _run(args(crashed), wrapper, _env())
 
     assert _losses(crashed) == _losses(clean) and len(_losses(clean)) >= 6
