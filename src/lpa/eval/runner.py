@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lpa.eval.attacks import Attack, AttackContext, AttackedPrompt
+from lpa.eval.inspect_log import LogCell, write_logs
 from lpa.eval.judges import JUDGES, Judge
 from lpa.eval.metrics import JudgedItem, MetricRow, coherence_rows, compute_metrics
 from lpa.eval.preflight import PreparedSuite, prepare_suite
@@ -183,6 +184,7 @@ def _evaluate(model: Any, tokenizer: Any, suite: EvalSuite, out: Path, store: _S
     items: list[JudgedItem] = []
     rows: list[MetricRow] = []
     data_files: list[dict[str, Any]] = []
+    cells: list[LogCell] = []
     for bench, samples in prepared.benchmarks:
         data_files += getattr(bench, "data_files", [])
         for attack in attacks:
@@ -190,6 +192,7 @@ def _evaluate(model: Any, tokenizer: Any, suite: EvalSuite, out: Path, store: _S
             if scope is not None and bench.name not in scope:
                 continue
             gens = runner.generations(samples, attack, need_text)
+            cells.append(LogCell(_bench_name(samples, bench.name), labels[id(attack)], attack.spec(), gens, suite.system))
             if need_text:
                 texts = [g.text for _, g, _ in gens]
                 tokens = [g.completion_tokens for _, g, _ in gens]
@@ -209,7 +212,16 @@ def _evaluate(model: Any, tokenizer: Any, suite: EvalSuite, out: Path, store: _S
             "data_changes": changes}
     results = Results(out, result_rows, meta)
     write_results(results)
+    try:
+        write_logs(out, identity, cells, judges, store.verdicts, result_rows, verdict_key)
+    except Exception as exc:  # the numbers are saved; a viewer log must not turn a finished run into a failure
+        log.warning("could not write the inspect eval logs (%s: %s); results are in %s", type(exc).__name__, exc, out)
     return results
+
+
+def verdict_key(generation_key: str, judge: Judge) -> str:
+    """Where a judge's verdict on one generation is cached (generation key x judge spec)."""
+    return digest([generation_key, judge.spec()])
 
 
 def _write_outcomes(out: Path, items: Sequence[JudgedItem]) -> None:
@@ -409,8 +421,7 @@ class _Runner:
 def judge_generations(store: _Store, judge: Judge, gens: list[tuple[Sample, Generation, str]], attack_label: str, *,
                       model: Any = None, tokenizer: Any = None, progress: bool = False) -> list[JudgedItem]:
     """Verdicts of ``judge`` on (sample, generation, key) triples, cached in ``store`` under key + judge spec."""
-    spec = judge.spec()
-    keyed = [(s, g, digest([k, spec])) for s, g, k in gens]
+    keyed = [(s, g, verdict_key(k, judge)) for s, g, k in gens]
     todo = [(s, g, k) for s, g, k in keyed if k not in store.verdicts]
     from lpa.progress import progress as progress_bar
 
