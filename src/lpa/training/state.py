@@ -95,10 +95,11 @@ def _load_legacy(path: Path) -> LatState:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
         return LatState(**data)
-    except (pickle.UnpicklingError, RuntimeError, TypeError, ValueError, OSError, EOFError) as exc:
-        raise LpaError(f"{path}: refusing to load: not a plain LAT state ({str(exc).splitlines()[0][:200]}). "
-                       "Nothing from it was run; delete the checkpoint folder to resume from the previous one.") \
-            from None
+    except (pickle.UnpicklingError, RuntimeError, TypeError, ValueError, OSError, EOFError):
+        # torch's message suggests weights_only=False, which is exactly what must not be done here
+        raise LpaError(f"{path}: refusing to load: it holds objects other than tensors, numbers and text (a "
+                       "planted or foreign file). Nothing from it was run; delete this checkpoint folder to "
+                       "resume from the previous one.") from None
 
 
 def _complete(folder: Path) -> bool:
