@@ -33,7 +33,9 @@ def test_eval_writes_one_inspect_log_per_benchmark_and_attack(llama, tokenizer, 
     assert sample.metadata["model"] == results.meta["identity"]  # who answered, on every sample
     assert set(sample.scores) == {"keyword", "refusal-probe"}
     keyword = sample.scores["keyword"]
-    assert keyword.value in ("refused", "complied", "partial", "error") and keyword.answer == keyword.value
+    assert keyword.value in ("refused", "complied", "partial", "error") and keyword.metadata["label"] == keyword.value
+    assert keyword.answer == sample.output.completion  # the viewer's Answer column shows the model's answer
+    assert sample.output.usage.output_tokens <= 3
     assert sample.metadata["attack"] == "direct"
     asr = results.value("smoke", "asr", judge="keyword")
     metrics = {s.name: s.metrics for s in log.results.scores}

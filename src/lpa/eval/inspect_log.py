@@ -88,8 +88,19 @@ def _eval_log(identity: Any, cell: LogCell, judges: Sequence[Any], verdicts: dic
     results = EvalResults(total_samples=len(samples), completed_samples=len(samples),
                           scores=_scores(cell, judges, rows))
     return EvalLog(status="success", eval=spec, results=results, samples=samples,
-                   stats=EvalStats(started_at=created, completed_at=created),
+                   stats=EvalStats(started_at=created, completed_at=created, model_usage=_usage(identity, samples)),
                    metadata={"source": "lpa", "judges": _judge_meta(judges)})
+
+
+def _usage(identity: Any, samples: Sequence[Any]) -> dict[str, Any]:
+    from inspect_ai.model import ModelUsage
+
+    used = [s.output.usage for s in samples if s.output is not None and s.output.usage is not None]
+    if not used:
+        return {}
+    total = ModelUsage(input_tokens=sum(u.input_tokens for u in used), output_tokens=sum(u.output_tokens for u in used),
+                       total_tokens=sum(u.total_tokens for u in used))
+    return {identity.model: total}
 
 
 def _judge_meta(judges: Sequence[Any]) -> dict[str, Any]:
@@ -102,7 +113,7 @@ def _judge_meta(judges: Sequence[Any]) -> dict[str, Any]:
 def _sample(identity: Any, cell: LogCell, sample: Any, gen: Any, key: str, judges: Sequence[Any],
             verdicts: dict[str, dict[str, Any]], verdict_key: Any) -> Any:
     from inspect_ai.log import EvalSample
-    from inspect_ai.model import ModelOutput
+    from inspect_ai.model import ModelOutput, ModelUsage
 
     from lpa.generation import to_messages
 
@@ -110,11 +121,15 @@ def _sample(identity: Any, cell: LogCell, sample: Any, gen: Any, key: str, judge
     answer = (gen.prefill or "") + (gen.text or "")
     stop = "max_tokens" if getattr(gen, "finish_reason", None) == "length" else "stop"
     output = ModelOutput.from_content(identity.model, answer, stop_reason=stop)
+    prompt_tokens, completion_tokens = getattr(gen, "prompt_tokens", None), getattr(gen, "completion_tokens", None)
+    if prompt_tokens is not None and completion_tokens is not None:
+        output.usage = ModelUsage(input_tokens=prompt_tokens, output_tokens=completion_tokens,
+                                  total_tokens=prompt_tokens + completion_tokens)
     scores = {}
     for judge in judges:
         verdict = verdicts.get(verdict_key(key, judge))
         if verdict is not None:
-            scores[judge.name] = _score(verdict)
+            scores[judge.name] = _score(verdict, answer)
     variant = int(getattr(gen, "variant", 0) or 0)
     return EvalSample(
         id=f"{sample.id}#{variant}" if variant else str(sample.id),
@@ -140,16 +155,21 @@ def _messages(messages: Sequence[dict[str, Any]]) -> list[Any]:
     return [kinds.get(m.get("role"), ChatMessageUser)(content=str(m.get("content", ""))) for m in messages]
 
 
-def _score(verdict: dict[str, Any]) -> Any:
-    """A verdict as an inspect score: the label (or 'error') as value, the judge's reasoning as explanation."""
+def _score(verdict: dict[str, Any], answer: str) -> Any:
+    """A verdict as an inspect score: the label (or 'error') as value, the judge's reasoning as explanation.
+
+    ``answer`` is the model's answer (the viewer's Answer column), so the sample list reads as
+    answers beside verdicts rather than verdicts twice.
+    """
     from inspect_ai.scorer import Score
 
     label = verdict.get("label")
     value = "error" if verdict.get("error") else (label if label is not None else verdict.get("score"))
     explanation = verdict.get("rationale") or verdict.get("error") or verdict.get("raw")
-    return Score(value=value if value is not None else "none", answer=label,
+    return Score(value=value if value is not None else "none", answer=answer,
                  explanation=str(explanation) if explanation else None,
-                 metadata={k: verdict.get(k) for k in ("score", "error", "raw", "judge_args") if verdict.get(k) is not None})
+                 metadata={"label": label, **{k: verdict.get(k) for k in ("score", "error", "raw", "judge_args")
+                                              if verdict.get(k) is not None}})
 
 
 def _scores(cell: LogCell, judges: Sequence[Any], rows: Sequence[dict[str, Any]]) -> list[Any]:
