@@ -42,3 +42,42 @@ def test_eval_writes_one_inspect_log_per_benchmark_and_attack(llama, tokenizer, 
     assert metrics["keyword"]["asr"].value == pytest.approx(asr)
     prefill = read_eval_log(str(logs[1]))
     assert prefill.samples[0].metadata["prefill"]  # the attack's prefill is shown with the answer
+
+
+@pytest.mark.slow
+def test_inspect_view_serves_the_run_logs(llama, tokenizer, tmp_path):
+    """`inspect view` (a user's way in) lists every log of a run with its task name."""
+    import json
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    inspect = shutil.which("inspect", path=str(Path(sys.executable).parent)) or shutil.which("inspect")
+    if inspect is None:
+        pytest.skip("the inspect console script is not installed")
+    suite = EvalSuite(benchmarks=["smoke"], attacks=["direct", "prefill"], judges=["keyword"], limit=2,
+                      bootstrap=10, generation={"max_new_tokens": 2})
+    evaluate_model(llama, tokenizer, suite, tmp_path / "run")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([inspect, "view", "--log-dir", str(tmp_path / "run" / "logs"), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    try:
+        listing = None
+        for _ in range(300):
+            try:
+                listing = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/logs", timeout=5))
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert listing is not None, "inspect view did not start"
+        assert sorted(f["task"] for f in listing["files"]) == ["lpa/smoke/direct", "lpa/smoke/prefill"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
