@@ -30,7 +30,7 @@ def _slow_append(path, rows):
     if os.path.basename(str(path)) == os.environ.get("LPA_TEST_SLOW_FILE"):
         time.sleep(float(os.environ.get("LPA_TEST_SLOW_SECONDS", "0")))
 io.append_jsonl = _slow_append
-if os.environ.get("LPA_TEST_SLOW_FILE") == "state_saves.jsonl":  # stop between lpa_state.pt and Trainer's files
+if os.environ.get("LPA_TEST_SLOW_FILE") == "state_saves.jsonl":  # stop between lpa_state.json and Trainer's files
     import lpa.training.state as state
     _save = state.save
     def _noted_save(folder, value):
