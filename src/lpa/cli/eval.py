@@ -102,17 +102,37 @@ def compare_command(
                                 help="Also test each run against the first on the same behaviours "
                                      "(paired bootstrap CI of the difference, McNemar's exact p)."),
     n_boot: int = typer.Option(10_000, "--n-boot", help="Paired bootstrap resamples."),
+    answers: bool = typer.Option(False, "--answers", help="Write the discordant pairs (answered by one run, refused "
+                                 "by the other) side by side: OUT/answers.md, or printed without --out."),
 ) -> None:
     """Side-by-side tables of several evaluation runs (models, adapters), or mean ± sd over seeds.
 
-    The first run is the baseline of the paired tests.
+    The first run is the baseline of the paired tests (and of --answers).
     """
     from lpa.api import compare
 
+    if answers:
+        _write_answers(run_dirs, out)
+        return
     result = compare(run_dirs, out=out, seeds=seeds, paired=paired, n_boot=n_boot)
     print(result.table)
     if result.paired is not None:
         print("\n" + result.paired)
+
+
+def _write_answers(run_dirs: list[Path], out: Path | None) -> None:
+    from lpa.errors import LpaError
+    from lpa.io import atomic_write_text
+    from lpa.report.answers import answers_markdown
+
+    if len(run_dirs) < 2:
+        raise LpaError("--answers compares two runs: give the baseline run and the other run.")
+    texts = [answers_markdown(run_dirs[0], other) for other in run_dirs[1:]]
+    if out is None:
+        print("\n\n".join(texts))
+        return
+    atomic_write_text(Path(out) / "answers.md", "\n\n".join(texts) + "\n")
+    print(f"Discordant answers: {Path(out) / 'answers.md'}")
 
 
 def utility_command(

@@ -58,33 +58,56 @@ for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)
 
 
+EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+INTERRUPTED = "Interrupted; finished work is saved and a rerun resumes."
+
+
 def main() -> None:
-    """Run the app; print user errors without a traceback."""
+    """Run the app and exit with a status that tells the truth.
+
+    0 success; 1 a run whose numbers should not be trusted (judge errors); 2 a user mistake
+    (:class:`LpaError`, usage), printed as one line; 130 Ctrl-C, with a message.  Under
+    ``standalone_mode=False`` click *returns* ``typer.Exit`` codes (and Ctrl-C as 130) instead
+    of exiting, so the value is passed on here.
+    """
+    sys.exit(run())
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """A click usage error (bad option, missing argument): click's own class or the one typer vendors."""
+    import click
+
+    vendored = getattr(getattr(typer, "_click", None), "ClickException", click.ClickException)
+    return isinstance(exc, (click.ClickException, vendored))
+
+
+def run(args: list[str] | None = None) -> int:
+    """The exit status of ``lpa ARGS`` (the console script's body, callable in-process)."""
     import os
 
     try:
-        app(standalone_mode=False)
+        status = app(args=args, standalone_mode=False)
     except LpaError as exc:
         from rich.console import Console
 
-        Console(stderr=True).print(f"[bold red]Error:[/] {exc}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]Error:[/] {exc}", highlight=False)
         if os.environ.get("LPA_VERBOSE"):
             raise
-        sys.exit(2)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("Interrupted; finished work is saved and a rerun resumes.", file=sys.stderr)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, (click.exceptions.Exit,)):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
+        status = EXIT_INTERRUPTED
+    except typer.Abort:  # EOF on a prompt
+        print("Aborted.", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:
+        if _is_usage_error(exc):
+            exc.show()  # type: ignore[attr-defined]
+            return int(exc.exit_code)  # type: ignore[attr-defined]
         raise
+    status = status if isinstance(status, int) else EXIT_OK  # a command's return value is not a status
+    if status == EXIT_INTERRUPTED:
+        print(INTERRUPTED, file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

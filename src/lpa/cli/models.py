@@ -86,13 +86,16 @@ def generate_cmd(
     """Batched generation from a prompts file into a JSONL file (resumable)."""
     from rich.console import Console
 
-    from lpa.generation import GenerationSettings, generate_jsonl, read_prompts
+    from lpa.config import validate_config
+    from lpa.generation import GenerationSettings, check_generate_paths, generate_jsonl, read_prompts
     from lpa.models import load_model
 
-    read_prompts(prompts)  # fail fast on a bad file, before loading the model
-    settings = GenerationSettings(
+    # every user mistake fails here, before the model loads
+    settings = validate_config(GenerationSettings, dict(
         max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample, temperature=temperature, seed=seed
-    )
+    ), source="generation options")
+    read_prompts(prompts)
+    check_generate_paths(prompts, out)
     lm, tokenizer = load_model(model, adapter=adapter, device=device, dtype=dtype)
     count = generate_jsonl(lm, tokenizer, prompts, out, settings, system=system)
     Console().print(f"{count} new generations written to {out}")

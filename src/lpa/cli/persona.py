@@ -174,7 +174,7 @@ def steer_cmd(
     dtype: str = DtypeOption,
 ) -> None:
     """Generate with and without steering, side by side."""
-    from lpa.generation import GenerationSettings, generate
+    from lpa.generation import generate
     from lpa.models import load_model
     from lpa.persona import load_vector
     from lpa.persona.steer import steer
@@ -183,7 +183,7 @@ def steer_cmd(
     vec = load_vector(_vector_path(trait, vector))
     prompts = list(prompt) if prompt else load_trait(trait).eval_questions[:3]
     lm, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
-    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    settings = _settings(max_new_tokens=max_new_tokens)
     plain = generate(lm, tok, prompts, settings)
     # typer hands over a plain str; steer() rejects anything but its Positions with an LpaError
     with steer(lm, vec, layer=layer, coef=coef, positions=positions):  # type: ignore[arg-type]
@@ -211,7 +211,7 @@ def monitor_cmd(
     dtype: str = DtypeOption,
 ) -> None:
     """Projection of the last prompt token vs the judged trait score, with random baselines."""
-    from lpa.generation import GenerationSettings, read_prompts
+    from lpa.generation import read_prompts
     from lpa.io import atomic_write_json
     from lpa.models import load_model
     from lpa.persona import load_vector
@@ -223,7 +223,7 @@ def monitor_cmd(
     rows = read_prompts(prompts) if prompts else default_monitor_prompts(definition, questions)
     lm, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
     report = monitor(lm, tok, definition, vec, _judge(judge, lm, tok, judge_url, judge_model, api_key_env), rows,
-                     GenerationSettings(max_new_tokens=max_new_tokens), n_random=random_baselines)
+                     _settings(max_new_tokens=max_new_tokens), n_random=random_baselines)
     if out:
         atomic_write_json(out, report)
     _print_json({k: v for k, v in report.items() if k != "rows"})
@@ -245,7 +245,6 @@ def screen_cmd(
     dtype: str = DtypeOption,
 ) -> None:
     """Rank training samples by projection difference onto the persona vector."""
-    from lpa.generation import GenerationSettings
     from lpa.io import atomic_write_json
     from lpa.models import load_model
     from lpa.persona import load_vector
@@ -255,7 +254,7 @@ def screen_cmd(
     rows = read_sft_rows(data)
     out = out or data.with_suffix(".screen")
     lm, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
-    report = screen(lm, tok, vec, rows, GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size),
+    report = screen(lm, tok, vec, rows, _settings(max_new_tokens=max_new_tokens, batch_size=batch_size),
                     cache=out / "own_responses.jsonl", flag_z=flag_z)
     atomic_write_json(out / "screen.json", report)
     typer.echo(f"dataset score (mean ΔP) = {report['dataset_score']:.4f}  std={report['std']:.4f}  "
@@ -316,11 +315,10 @@ def finetune_cmd(
 
     if compare:
         lm, tok = load()
-        from lpa.generation import GenerationSettings
 
         report = run_compare(load, rows, load_trait(trait), vec, _judge(judge, lm, tok, judge_url, judge_model, api_key_env),
                              config, out, n_questions=eval_questions, seeds=[int(x) for x in seeds.split(",") if x.strip()],
-                             mmlu_n=mmlu, settings=GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size))
+                             mmlu_n=mmlu, settings=_settings(max_new_tokens=max_new_tokens, batch_size=batch_size))
         _print_json({k: v for k, v in report.items() if k != "runs"})
         return
     lm, tok = load()
@@ -349,7 +347,6 @@ def lens_cmd(
     """Project base and LPA activations on a persona vector over harmful prompts; shift and compliance r."""
     from lpa.eval.benchmarks import BENCHMARKS
     from lpa.eval.judges import DEFAULT_JUDGE
-    from lpa.generation import GenerationSettings
     from lpa.io import atomic_write_json
     from lpa.models import load_model
     from lpa.persona import load_vector
@@ -364,10 +361,18 @@ def lens_cmd(
         samples += [s for s in bench.load() if s.label == "harmful"]
     complied = judge_compliance(judge, samples)  # an unknown judge fails before the model loads
     lm, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
-    report = lens(lm, tok, vec, [s.messages or s.prompt or "" for s in samples],
-                  GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size), n_random=random_baselines,
+    report = lens(lm, tok, vec, [s.messages or s.prompt for s in samples],
+                  _settings(max_new_tokens=max_new_tokens, batch_size=batch_size), n_random=random_baselines,
                   complied=complied, compliance_judge=judge)
     report["benchmarks"], report["adapter"] = benchmarks, adapter
     if out:
         atomic_write_json(out, report)
     _print_json({k: v for k, v in report.items() if k != "rows"})
+
+
+def _settings(**fields: Any) -> Any:
+    """Generation settings from CLI numbers: a bad value is one error line, like ``lpa eval``'s."""
+    from lpa.config import validate_config
+    from lpa.generation import GenerationSettings
+
+    return validate_config(GenerationSettings, fields, source="generation options")

@@ -33,8 +33,16 @@ def rejudge_run(run_dir: str | Path, judges: list[Any], out_dir: str | Path, *, 
 
     from lpa.eval.metrics import compute_metrics
     from lpa.eval.preflight import prepare_suite
-    from lpa.eval.runner import Results, _Store, _write_outcomes, judge_generations, write_results
+    from lpa.eval.runner import (
+        CACHE_FIELDS,
+        Results,
+        _Store,
+        _write_outcomes,
+        judge_generations,
+        write_results,
+    )
     from lpa.eval.suite import EvalSuite
+    from lpa.io import run_lock, writable_dir
 
     run, out = Path(run_dir), Path(out_dir)
     config, gens_path = run / "config.yaml", run / "generations.jsonl"
@@ -68,16 +76,16 @@ def rejudge_run(run_dir: str | Path, judges: list[Any], out_dir: str | Path, *, 
         if sample is None:
             unmatched += 1
             continue
-        gen = Generation(**{k: v for k, v in row.items() if k not in ("key", "unit_key")})
+        gen = Generation(**{k: v for k, v in row.items() if k not in CACHE_FIELDS})
         by_attack[gen.attack].append((sample, gen, row.get("key") or digest([row.get("sample_id"), gen.attack,
                                                                            row.get("variant", 0), gen.text])))
     if not by_attack:
         raise LpaError(f"No answer in {gens_path} matches the run's benchmark samples.")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", dump_config(suite))
-    store = _Store(out)
-    items = [item for judge in prepared.judges for attack, gens in by_attack.items()
-             for item in judge_generations(store, judge, gens, attack, progress=progress)]
+    writable_dir(out)
+    with run_lock(out), _Store(out) as store:
+        atomic_write_text(out / "config.yaml", dump_config(suite))
+        items = [item for judge in prepared.judges for attack, gens in by_attack.items()
+                 for item in judge_generations(store, judge, gens, attack, progress=progress)]
     _write_outcomes(out, items)
     old = json.loads((run / "results.json").read_text(encoding="utf-8")) if (run / "results.json").is_file() else {}
     meta = {**old.get("meta", {}), "suite": suite.model_dump(mode="json"), "judges": [j.spec() for j in prepared.judges],

@@ -20,12 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from lpa.eval.attacks import Attack, AttackContext, AttackedPrompt
+from lpa.eval.inspect_log import LogCell, write_logs
 from lpa.eval.judges import JUDGES, Judge
 from lpa.eval.metrics import JudgedItem, MetricRow, coherence_rows, compute_metrics
 from lpa.eval.preflight import PreparedSuite, prepare_suite
 from lpa.eval.suite import EvalSuite, needs_weights, routing
 from lpa.generation import GenerationSettings
-from lpa.io import append_jsonl, atomic_write_csv, atomic_write_json, digest, read_jsonl
+from lpa.io import (
+    JsonlCache,
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_text,
+    digest,
+    run_lock,
+    writable_dir,
+)
 from lpa.models.identity import ModelIdentity, identity_of
 from lpa.plugins import create
 from lpa.records import Generation, Sample, Verdict
@@ -62,35 +71,35 @@ class _Unit:
 
 
 class _Store:
-    """The two append-only caches of a run directory."""
+    """The two append-only caches of a run directory, locked while this run writes them."""
 
     def __init__(self, out_dir: Path) -> None:
         self.gen_path = out_dir / "generations.jsonl"
         self.judge_path = out_dir / "judgements.jsonl"
-        for path in (self.gen_path, self.judge_path):
-            drop_partial_line(path)
-        self.generations: dict[str, dict[str, Any]] = {r["key"]: r for r in read_jsonl(self.gen_path) if "key" in r}
-        self.verdicts: dict[str, dict[str, Any]] = {r["key"]: r for r in read_jsonl(self.judge_path) if "key" in r}
+        self._gens = JsonlCache(self.gen_path, "eval.generations")
+        try:
+            self._verdicts = JsonlCache(self.judge_path, "eval.judgements")
+        except BaseException:
+            self._gens.close()
+            raise
+        self.generations: dict[str, dict[str, Any]] = self._gens.rows
+        self.verdicts: dict[str, dict[str, Any]] = self._verdicts.rows
 
     def add_generations(self, rows: list[dict[str, Any]]) -> None:
-        append_jsonl(self.gen_path, rows)
-        self.generations.update({r["key"]: r for r in rows})
+        self._gens.add(rows)
 
     def add_verdicts(self, rows: list[dict[str, Any]]) -> None:
-        append_jsonl(self.judge_path, rows)
-        self.verdicts.update({r["key"]: r for r in rows})
+        self._verdicts.add(rows)
 
+    def close(self) -> None:
+        self._gens.close()
+        self._verdicts.close()
 
-def drop_partial_line(path: Path) -> None:
-    """Cut a line left unfinished by a crash, so the next append does not glue onto it."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    with path.open("rb+") as handle:
-        data = handle.read()
-        if data.endswith(b"\n"):
-            return
-        handle.truncate(data.rfind(b"\n") + 1)
-        log.warning("%s: dropped a partial last line from an interrupted run", path)
+    def __enter__(self) -> _Store:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def evaluate(
@@ -113,7 +122,7 @@ def evaluate(
     from lpa.models.loader import load, load_tokenizer, spec_identity
 
     prepared = prepare_suite(suite)
-
+    writable_dir(out_dir)  # a file or a read-only folder as --out fails here, not after the model loaded
     if suite.backend.name != "hf" and not needs_weights(suite):
         model, tokenizer = None, load_tokenizer(model_spec)
         identity = spec_identity(model_spec, adapter)
@@ -157,15 +166,18 @@ def evaluate_model(
     fails on any missing file or bad argument before anything is generated).
     """
     from lpa.config import dump_config
-    from lpa.io import atomic_write_text
 
     prepared = prepared or prepare_suite(suite)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out_dir)
     identity = identity or run_identity(model, model_name, adapter)
+    with run_lock(out), _Store(out) as store:
+        atomic_write_text(out / "config.yaml", dump_config(suite))
+        return _evaluate(model, tokenizer, suite, out, store, identity, prepared, progress)
+
+
+def _evaluate(model: Any, tokenizer: Any, suite: EvalSuite, out: Path, store: _Store, identity: ModelIdentity,
+              prepared: PreparedSuite, progress: bool) -> Results:
     name, adapter = identity.model, identity.adapter
-    atomic_write_text(out / "config.yaml", dump_config(suite))
-    store = _Store(out)
     from lpa.eval.backends import make_backend
 
     backend = make_backend(suite.backend, model=model, tokenizer=tokenizer, model_name=name, adapter=adapter)
@@ -177,6 +189,7 @@ def evaluate_model(
     items: list[JudgedItem] = []
     rows: list[MetricRow] = []
     data_files: list[dict[str, Any]] = []
+    cells: list[LogCell] = []
     for bench, samples in prepared.benchmarks:
         data_files += getattr(bench, "data_files", [])
         for attack in attacks:
@@ -184,6 +197,7 @@ def evaluate_model(
             if scope is not None and bench.name not in scope:
                 continue
             gens = runner.generations(samples, attack, need_text)
+            cells.append(LogCell(_bench_name(samples, bench.name), labels[id(attack)], attack.spec(), gens, suite.system))
             if need_text:
                 texts = [g.text for _, g, _ in gens]
                 tokens = [g.completion_tokens for _, g, _ in gens]
@@ -203,7 +217,16 @@ def evaluate_model(
             "data_changes": changes}
     results = Results(out, result_rows, meta)
     write_results(results)
+    try:
+        write_logs(out, identity, cells, judges, store.verdicts, result_rows, verdict_key)
+    except Exception as exc:  # the numbers are saved; a viewer log must not turn a finished run into a failure
+        log.warning("could not write the inspect eval logs (%s: %s); results are in %s", type(exc).__name__, exc, out)
     return results
+
+
+def verdict_key(generation_key: str, judge: Judge) -> str:
+    """Where a judge's verdict on one generation is cached (generation key x judge spec)."""
+    return digest([generation_key, judge.spec()])
 
 
 def _write_outcomes(out: Path, items: Sequence[JudgedItem]) -> None:
@@ -403,8 +426,7 @@ class _Runner:
 def judge_generations(store: _Store, judge: Judge, gens: list[tuple[Sample, Generation, str]], attack_label: str, *,
                       model: Any = None, tokenizer: Any = None, progress: bool = False) -> list[JudgedItem]:
     """Verdicts of ``judge`` on (sample, generation, key) triples, cached in ``store`` under key + judge spec."""
-    spec = judge.spec()
-    keyed = [(s, g, digest([k, spec])) for s, g, k in gens]
+    keyed = [(s, g, verdict_key(k, judge)) for s, g, k in gens]
     todo = [(s, g, k) for s, g, k in keyed if k not in store.verdicts]
     from lpa.progress import progress as progress_bar
 
@@ -421,7 +443,7 @@ def judge_generations(store: _Store, judge: Judge, gens: list[tuple[Sample, Gene
         ])
     items = []
     for sample, gen, key in keyed:
-        v = Verdict(**{k: val for k, val in store.verdicts[key].items() if k != "key"})
+        v = Verdict(**{k: val for k, val in store.verdicts[key].items() if k not in CACHE_FIELDS})
         items.append(JudgedItem(benchmark=sample.benchmark, attack=attack_label, judge=judge.name,
                                 sample_id=sample.id, sample_label=sample.label,
                                 variant=int(getattr(gen, "variant", 0) or 0), verdict=v.label,
@@ -429,5 +451,8 @@ def judge_generations(store: _Store, judge: Judge, gens: list[tuple[Sample, Gene
     return items
 
 
+CACHE_FIELDS = ("key", "unit_key", "cache", "run_key")
+
+
 def _gen_fields(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k not in ("key", "unit_key")}
+    return {k: v for k, v in row.items() if k not in CACHE_FIELDS}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lpa.errors import LpaError, unknown_choice
-from lpa.io import append_jsonl, digest, read_jsonl, read_table
+from lpa.io import digest, read_table
 from lpa.progress import progress
 
 LETTERS = ("A", "B", "C", "D")
@@ -155,27 +155,27 @@ def run_utility(model: Any, tokenizer: Any, config: Any, cache: Path, key: dict[
                 backend: Any = None) -> list[Any]:
     """Utility rows for a suite, cached in ``cache`` (JSONL) by model, adapter and settings."""
     from lpa.eval.metrics import MetricRow, bootstrap_ci
+    from lpa.io import JsonlCache
 
     questions = load_mmlu(config.file, config.n, config.seed)
     bench = Path(config.file).stem if config.file else "mmlu"
     rows = []
-    done = {r["key"]: r for r in read_jsonl(cache)}
-    for method in config.methods:
-        row_key = digest({**key, "method": method, "config": config.model_dump(mode="json")})
-        if row_key not in done:
-            if method == "loglik":
-                result = mmlu_loglik(model, tokenizer, questions, config.batch_size)
-            else:
-                result = mmlu_generate(model, tokenizer, questions, config.batch_size, config.max_new_tokens,
-                                       backend=backend)
-            correct = [float(p == q.answer) for p, q in zip(result.predictions or [], questions, strict=True)]
-            lo, hi = bootstrap_ci(correct)
-            done[row_key] = {"key": row_key, "accuracy": result.accuracy, "n": result.n, "unparsed": result.unparsed,
-                             "ci_low": lo, "ci_high": hi}
-            append_jsonl(cache, [done[row_key]])
-        r = done[row_key]
-        rows.append(MetricRow(bench, "-", method, "accuracy", r["accuracy"], r["ci_low"], r["ci_high"], r["n"],
-                              r["unparsed"]))
+    with JsonlCache(cache, "eval.utility") as done:
+        for method in config.methods:
+            row_key = digest({**key, "method": method, "config": config.model_dump(mode="json")})
+            if row_key not in done:
+                if method == "loglik":
+                    result = mmlu_loglik(model, tokenizer, questions, config.batch_size)
+                else:
+                    result = mmlu_generate(model, tokenizer, questions, config.batch_size, config.max_new_tokens,
+                                           backend=backend)
+                correct = [float(p == q.answer) for p, q in zip(result.predictions or [], questions, strict=True)]
+                lo, hi = bootstrap_ci(correct)
+                done.add([{"key": row_key, "accuracy": result.accuracy, "n": result.n, "unparsed": result.unparsed,
+                           "ci_low": lo, "ci_high": hi}])
+            r = done.rows[row_key]
+            rows.append(MetricRow(bench, "-", method, "accuracy", r["accuracy"], r["ci_low"], r["ci_high"], r["n"],
+                                  r["unparsed"]))
     return rows
 
 

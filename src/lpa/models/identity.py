@@ -34,12 +34,15 @@ class ModelIdentity:
     adapter_sha: str | None = None
     revision: str | None = None
     dtype: str | None = None
+    weights_sha256: str | None = None  # the weights file's full sha256, where one file holds them (aliases, .gguf)
 
     def key(self) -> dict[str, str | None]:
         """The fields that go into cache keys.
 
         ``model`` and ``adapter`` always; the others only when known, and ``dtype`` only when it is
         not float32, so keys written before the record existed (CPU, float32, no adapter) stay valid.
+        ``weights_sha256`` is recorded, not keyed: an alias's file is verified against its pinned
+        sha256 before use, and a ``.gguf`` path's digest names its conversion.
         """
         out: dict[str, str | None] = {"model": self.model, "adapter": self.adapter}
         if self.adapter_sha is not None:

@@ -8,11 +8,8 @@ the first load converts them into a plain safetensors checkpoint under the cache
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,17 +89,60 @@ def _resolve_source(spec: str) -> str:
             f"Model path {spec!r} does not exist. Give an existing checkpoint directory or .gguf file, "
             f"a Hugging Face model id (org/name), or an alias: {', '.join(sorted(ALIASES))}."
         )
+    _check_hub_reachable(spec)
     return spec  # a hub id
 
 
+def offline() -> bool:
+    """Whether the user said there is no network (``LPA_OFFLINE`` or ``HF_HUB_OFFLINE``)."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("LPA_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def _check_hub_reachable(spec: str) -> None:
+    """Fail at once (not after ~30 s of hub retries) for a hub id that is neither cached nor reachable."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(spec, "config.json"), str):
+        return
+    why = "offline (LPA_OFFLINE / HF_HUB_OFFLINE is set)" if offline() else ""
+    if not why:
+        try:
+            socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname or "huggingface.co", 443)
+        except OSError:
+            why = "the Hugging Face hub cannot be reached"
+    if why:
+        raise LpaError(f"Unknown model {spec!r}: not an alias, a local path or a cached hub model, and {why}. "
+                       f"Aliases: {', '.join(sorted(ALIASES))}.")
+
+
 def _gguf_cache_dir(gguf: Path) -> Path:
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:16]
-    return cache_root() / "gguf" / f"{gguf.stem}-{key}"
+    """The conversion's folder, named by the GGUF's sha256: a changed source (even with its size and
+    mtime restored) is never served from the old conversion."""
+    from lpa.assets import verified_sha256
+
+    return cache_root() / "gguf" / f"{gguf.stem}-{verified_sha256(gguf)[0][:16]}"
 
 
 def _is_complete(checkpoint: Path) -> bool:
-    return (checkpoint / "config.json").is_file() and (checkpoint / ".complete").is_file()
+    """A finished conversion whose weights still match the digest recorded when it was written."""
+    import json
+
+    from lpa.assets import verified_sha256
+
+    if not ((checkpoint / "config.json").is_file() and (checkpoint / ".complete").is_file()):
+        return False
+    try:
+        recorded = json.loads((checkpoint / ".complete").read_text(encoding="utf-8"))["weights"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # written before conversions recorded their digests: convert again
+    actual = {name: verified_sha256(checkpoint / name)[0] for name in recorded if (checkpoint / name).is_file()}
+    if actual != recorded:
+        log.warning("%s: converted weights do not match their recorded sha256; converting again", checkpoint)
+        return False
+    return True
 
 
 def convert_gguf(gguf: Path, out_dir: Path | None = None) -> Path:
@@ -138,19 +178,18 @@ def convert_gguf(gguf: Path, out_dir: Path | None = None) -> Path:
         raise RuntimeError(f"GGUF conversion mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
     if loaded.generation_config is not None:
         clean.generation_config = loaded.generation_config
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    import json
+
+    from lpa.assets import content_sha256
+    from lpa.io import atomic_path
+
+    with atomic_path(out_dir, directory=True) as tmp:
         clean.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE").write_text(f"{gguf.resolve()}\n", encoding="utf-8")
-        (tmp / ".complete").touch()
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        weights = {f.name: content_sha256(f)[0] for f in sorted(tmp.glob("*.safetensors"))}
+        (tmp / ".complete").write_text(json.dumps({"source": str(gguf.resolve()), "weights": weights}, indent=1,
+                                                  sort_keys=True) + "\n", encoding="utf-8")
     return out_dir
 
 
@@ -237,6 +276,7 @@ def load(
         adapter_sha=adapter_hash(adapter),
         revision=_revision(spec, checkpoint, config),
         dtype=str(torch_dtype).replace("torch.", ""),
+        weights_sha256=_weights_sha256(spec),
     )
     if adapter is not None:
         model = attach_adapter(model, adapter, merge=merge_adapter)
@@ -267,6 +307,14 @@ def spec_identity(spec: str, adapter: str | Path | None = None, *, trust_remote_
         except (OSError, ValueError):
             config = None
     return ModelIdentity(model=spec, revision=_revision(spec, source, config)).with_adapter(adapter)
+
+
+def _weights_sha256(spec: str) -> str | None:
+    """The sha256 of the weights file an alias or ``.gguf`` spec loads (verified; cheap after the first time)."""
+    from lpa.assets import verified_sha256
+
+    source = _resolve_source(spec)
+    return verified_sha256(source)[0] if source.endswith(".gguf") and Path(source).is_file() else None
 
 
 def _revision(spec: str, checkpoint: str, config: Any) -> str | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lpa.config import validate_config
 from lpa.persona.vector import PersonaVector, load_vector
 
 if TYPE_CHECKING:
@@ -60,13 +61,17 @@ def extract(
 
     definition = load_trait(trait)
     folder = Path(out) if out is not None else Path("runs/persona") / definition.name
+    # options are checked before the model loads: a bad number is one LpaError, not a pydantic traceback
+    config = validate_config(ExtractConfig, dict(n_pairs=pairs, n_questions=questions, samples=samples,
+                                                 max_new_tokens=max_new_tokens, batch_size=batch_size),
+                             source="extraction options")
+    sweep_config = validate_config(SweepConfig, dict(layers=list(layers) if layers is not None else None,
+                                                     coefs=list(coefs), n_questions=sweep_questions,
+                                                     max_new_tokens=max_new_tokens, batch_size=batch_size),
+                                   source="sweep options")
     lm, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
     trait_judge = judge if isinstance(judge, TraitJudge) else make_judge(
         judge, model=lm, tokenizer=tok, judge_url=judge_url, judge_model=judge_model, api_key_env=api_key_env)
-    config = ExtractConfig(n_pairs=pairs, n_questions=questions, samples=samples, max_new_tokens=max_new_tokens,
-                           batch_size=batch_size)
-    sweep_config = SweepConfig(layers=list(layers) if layers is not None else None, coefs=list(coefs),
-                               n_questions=sweep_questions, max_new_tokens=max_new_tokens, batch_size=batch_size)
     vector, rows = run_extraction(lm, tok, definition, trait_judge, folder, config, sweep_config, do_sweep=sweep)
     return Extraction(vector, folder / f"{vector.trait}.safetensors", rows)
 

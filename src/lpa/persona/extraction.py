@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from lpa import hooks
 from lpa.coherence import coherence_stats
 from lpa.generation import GenerationSettings, generate, to_messages
-from lpa.io import append_jsonl, atomic_write_json, read_jsonl
+from lpa.io import JsonlCache, atomic_write_json, open_cache
 from lpa.models.identity import ModelIdentity, identity_of
 from lpa.persona.activations import response_means
 from lpa.persona.judges import TraitJudge, coherence_scores, judge_key
@@ -76,7 +76,13 @@ def sample_answers(
         seed=config.seed, batch_size=config.batch_size,
     )
     path = out / "answers.jsonl" if out else None
-    done = {r["key"]: r for r in read_jsonl(path)} if path else {}
+    with open_cache(path, "persona.answers") as store:
+        return _answers(model, tokenizer, trait, config, identity, settings, questions, store)
+
+
+def _answers(model: Any, tokenizer: Any, trait: TraitDefinition, config: Any, identity: ModelIdentity,
+             settings: GenerationSettings, questions: list[str], store: JsonlCache | None) -> list[dict[str, Any]]:
+    done = dict(store.rows) if store else {}
     slots: list[dict[str, Any]] = []
     for p, pair in enumerate(trait.pairs[: config.n_pairs]):
         for polarity, system in (("expressing", pair.expressing), ("suppressing", pair.suppressing)):
@@ -90,9 +96,7 @@ def sample_answers(
 
         def save(indices: list[int], completions: list[Any]) -> None:
             rows = [{**todo[i], "answer": c.text} for i, c in zip(indices, completions, strict=True)]
-            done.update({r["key"]: r for r in rows})
-            if path:
-                append_jsonl(path, rows)
+            done.update({r["key"]: r for r in (store.add(rows) if store else rows)})
 
         convs = [to_messages(slot["question"], slot["system"]) for slot in todo]
         generate(model, tokenizer, convs, settings, on_batch=save)
@@ -103,14 +107,16 @@ def judge_answers(rows: list[dict[str, Any]], trait: TraitDefinition, judge: Tra
     """Add ``score`` (or None) and ``judge_error`` to each row; cached in ``out/judged.jsonl`` by judge."""
     spec_key = _key(judge_key(judge, trait))
     path = out / "judged.jsonl" if out else None
-    cached = {(r["key"], r["judge_key"]): r for r in read_jsonl(path)} if path else {}
-    todo = [r for r in rows if (r["key"], spec_key) not in cached]
-    if todo:
-        scores = judge.score_many(trait, [r["question"] for r in todo], [r["answer"] for r in todo])
-        new = [{"key": r["key"], "judge_key": spec_key, "score": s.score, "error": s.error} for r, s in zip(todo, scores, strict=True)]
-        if path:
-            append_jsonl(path, new)
-        cached.update({(n["key"], spec_key): n for n in new})
+    with open_cache(path, "persona.judged", key=lambda r: f"{r['key']}|{r['judge_key']}") as store:
+        cached = {(r["key"], r["judge_key"]): r for r in store.rows.values()} if store else {}
+        todo = [r for r in rows if (r["key"], spec_key) not in cached]
+        if todo:
+            scores = judge.score_many(trait, [r["question"] for r in todo], [r["answer"] for r in todo])
+            new = [{"key": r["key"], "judge_key": spec_key, "score": s.score, "error": s.error}
+                   for r, s in zip(todo, scores, strict=True)]
+            if store:
+                store.add(new)
+            cached.update({(n["key"], spec_key): n for n in new})
     for r in rows:
         hit = cached[(r["key"], spec_key)]
         r["score"], r["judge_error"] = hit["score"], hit["error"]
@@ -202,7 +208,15 @@ def layer_sweep(
     # cached cells are reused only for the same vector, judge, questions and settings
     cache_key = _key(hashlib.sha256(vector.vectors.float().numpy().tobytes()).hexdigest(), judge_key(judge, trait), questions,
                      settings.key(), identity_of(model).key(), config.coherence)
-    done = {(r["layer"], r["coef"]): r for r in read_jsonl(path) if r.get("cache_key") == cache_key} if path else {}
+    with open_cache(path, "persona.sweep", key=lambda r: f"{r.get('cache_key')}|{r['layer']}|{r['coef']}") as store:
+        done = {(r["layer"], r["coef"]): r for r in store.rows.values() if r.get("cache_key") == cache_key} if store else {}
+        return _sweep_cells(model, tokenizer, vector, trait, judge, config, layers, questions, settings, cache_key,
+                            done, store)
+
+
+def _sweep_cells(model: Any, tokenizer: Any, vector: PersonaVector, trait: TraitDefinition, judge: TraitJudge,
+                 config: SweepConfig, layers: list[int], questions: list[str], settings: GenerationSettings,
+                 cache_key: str, done: dict[Any, dict[str, Any]], store: JsonlCache | None) -> list[dict[str, Any]]:
     rows = []
     baseline = None
     for layer in layers:
@@ -226,8 +240,8 @@ def layer_sweep(
                    "n": len(valid), "judge": judge.name, "coherence": sum(judged) / len(judged) if judged else None,
                    "distinct_2": stats.mean_distinct_2, "repetitive_rate": stats.repetitive_rate,
                    "example": texts[0][:200], "cache_key": cache_key}
-            if path:
-                append_jsonl(path, [row])
+            if store:
+                store.add([row])
             rows.append(row)
     return rows
 

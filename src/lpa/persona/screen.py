@@ -17,7 +17,7 @@ from typing import Any
 
 from lpa.errors import LpaError
 from lpa.generation import GenerationSettings, generate
-from lpa.io import append_jsonl, read_jsonl, read_table
+from lpa.io import open_cache, read_table
 from lpa.models.identity import ModelIdentity, identity_of
 from lpa.persona.activations import response_means
 from lpa.persona.monitor import projections
@@ -53,17 +53,19 @@ def own_responses(
     """The model's own answers, generated once per (prompt, model identity, settings) and cached."""
     spec = (identity or identity_of(model)).key()
     keys = [_prompt_key(c, spec, settings) for c in conversations]
-    known = {r["key"]: r["text"] for r in read_jsonl(cache)} if cache else {}
-    todo = sorted({k: i for i, k in enumerate(keys) if k not in known}.values())
-    if todo:
+    with open_cache(cache, "persona.responses") as store:
+        known = {k: r["text"] for k, r in store.rows.items()} if store else {}
+        todo = sorted({k: i for i, k in enumerate(keys) if k not in known}.values())
+        if todo:
 
-        def save(indices: list[int], completions: list[Any]) -> None:
-            rows = [{"key": keys[todo[i]], "text": c.text, "model": spec, "settings": settings.key()} for i, c in zip(indices, completions, strict=True)]
-            known.update({r["key"]: r["text"] for r in rows})
-            if cache:
-                append_jsonl(cache, rows)
+            def save(indices: list[int], completions: list[Any]) -> None:
+                rows = [{"key": keys[todo[i]], "text": c.text, "model": spec, "settings": settings.key()}
+                        for i, c in zip(indices, completions, strict=True)]
+                known.update({r["key"]: r["text"] for r in rows})
+                if store:
+                    store.add(rows)
 
-        generate(model, tokenizer, [conversations[i] for i in todo], settings, on_batch=save)
+            generate(model, tokenizer, [conversations[i] for i in todo], settings, on_batch=save)
     return [known[k] for k in keys]
 
 

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from lpa.errors import LpaError
-from lpa.io import publish
 
 LAYER_CONVENTION = "row l = output of decoder block l (lpa.hooks convention; hidden_states[l + 1])"
 FORMAT_VERSION = 1
@@ -66,12 +65,13 @@ class PersonaVector:
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
 
+        from lpa.io import atomic_path
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
         meta = {"lpa_persona": json.dumps(self.metadata(), sort_keys=True, default=str)}
-        save_file({"vectors": self.vectors.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
-        return publish(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file({"vectors": self.vectors.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
+        return path
 
 
 def load_vector(path: str | Path) -> PersonaVector:

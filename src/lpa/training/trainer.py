@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -322,11 +320,10 @@ def training_arguments(cfg: TrainConfig, run: RunDir, device: torch.device, dtyp
 
 
 def _save_adapter(model: Any, adapter: Path, run: RunDir) -> None:
-    tmp = Path(tempfile.mkdtemp(dir=run.path, prefix=".adapter."))
-    model.save_pretrained(str(tmp))
-    if adapter.exists():
-        shutil.rmtree(adapter)
-    tmp.rename(adapter)
+    from lpa.io import atomic_path
+
+    with atomic_path(adapter, directory=True) as tmp:
+        model.save_pretrained(str(tmp))
 
 
 def train(
@@ -341,18 +338,27 @@ def train(
     ``callbacks``: ``TrainerCallback``s, or functions ``(step, model, tokenizer, run) -> dict | None``
     whose returned values join the step's metrics.
     """
+    from lpa.io import run_lock
+
     cfg = config_from_dict(config) if isinstance(config, dict) else config
     if cfg.out is None:
         raise LpaError("No run directory: set out (--out RUN_DIR).")
+    fresh = not Path(cfg.out).exists()
     run = RunDir.create(cfg.out)
-    _check_run_dir(run, cfg)
-    done = run / "result.json"
-    if done.is_file():
-        summary = json.loads(done.read_text(encoding="utf-8"))
-        return TrainResult(run.path, run / "adapter", summary["steps_done"], summary.get("stopped"), summary)
-    trainer = build_trainer(cfg, callbacks=callbacks, model=model, tokenizer=tokenizer)
-    trainer.train(resume_from_checkpoint=str(trainer.resume_from) if trainer.resume_from is not None else None)
-    return _finish(trainer)
+    try:
+        with run_lock(run.path):  # a second `lpa train` on the same --out is refused, not interleaved
+            _check_run_dir(run, cfg)
+            done = run / "result.json"
+            if done.is_file():
+                summary = json.loads(done.read_text(encoding="utf-8"))
+                return TrainResult(run.path, run / "adapter", summary["steps_done"], summary.get("stopped"), summary)
+            trainer = build_trainer(cfg, callbacks=callbacks, model=model, tokenizer=tokenizer)
+            trainer.train(resume_from_checkpoint=str(trainer.resume_from) if trainer.resume_from is not None else None)
+            return _finish(trainer)
+    except BaseException:
+        if fresh and run.path.is_dir() and not any(run.path.iterdir()):
+            run.path.rmdir()  # a mistake found before anything was written leaves no empty --out behind
+        raise
 
 
 def build_trainer(

@@ -6,7 +6,6 @@ polarity`` and optional ``facet,severity``).  Every error names the file, the ro
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lpa.errors import LpaError
+from lpa.io import read_csv, read_text
 
 Target = Literal["agree", "disagree"]
 Polarity = Literal["desirable", "undesirable", "neutral"]
@@ -92,17 +92,15 @@ def load_trait_file(path: str | Path) -> TraitSet:
         raise LpaError(f"Trait file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = {"statement", "target", "family", "polarity"} - set(reader.fieldnames or [])
-            if missing:
-                raise LpaError(f"{path}: missing CSV column(s): {', '.join(sorted(missing))}.")
-            rows: list[Any] = list(reader)
+        fields, rows = read_csv(path)
+        missing = {"statement", "target", "family", "polarity"} - set(fields)
+        if missing:
+            raise LpaError(f"{path}: missing CSV column(s): {', '.join(sorted(missing))}.")
         return TraitSet(name=path.stem, items=_items_from(path, rows, first_row=2))
     if suffix not in (".yaml", ".yml"):
         raise LpaError(f"{path}: unsupported trait file type {suffix!r}; use .yaml, .yml or .csv.")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as exc:
         raise LpaError(f"{path}: not valid YAML ({exc}).") from None
     if isinstance(data, list):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -40,24 +41,39 @@ class FileBenchmark(Benchmark[FileArgs]):
         bench = args.name or path.stem
         out = []
         for i, row in enumerate(read_table(path)):
+            where = f"{path}: row {row.get('line', i + 1)}"
             if args.label_column:
-                raw = str(column(row, [args.label_column], path)).strip().lower()
+                raw = str(column(row, [args.label_column], where)).strip().lower()
                 if raw not in _LABELS:
-                    raise LpaError(f"{path}: row {i + 1}: label {raw!r} is not one of {sorted(_LABELS)}.")
+                    raise LpaError(f"{where}: label {raw!r} is not one of {sorted(_LABELS)}.")
                 label = _LABELS[raw]
             elif args.label is None:
                 raise LpaError("Give label= or label_column= for a file benchmark.")
             else:
                 label = args.label
+            prompt = column(row, [args.prompt_column], where)
+            if not isinstance(prompt, str):
+                raise LpaError(f"{where}: {args.prompt_column!r} must be text, got {prompt!r}.")
             out.append(
                 Sample(
-                    id=str(row[args.id_column]) if args.id_column else f"{bench}_{i}",
+                    id=_sample_id(row, args.id_column, where) if args.id_column else f"{bench}_{i}",
                     benchmark=bench,
-                    prompt=str(column(row, [args.prompt_column], path)),
+                    prompt=prompt,
                     category=str(row[args.category_column]) if args.category_column and row.get(args.category_column) else None,
                     label=label,
                 )
             )
         if not out:
             raise LpaError(f"{path}: no rows.")
+        repeated = sorted(i for i, n in Counter(s.id for s in out).items() if n > 1)
+        if repeated:  # verdicts are keyed by id: two rows with one id would collapse into one
+            raise LpaError(f"{path}: duplicate ids in {args.id_column!r}: {', '.join(repeated[:10])}"
+                           f"{' ...' if len(repeated) > 10 else ''}.")
         return out
+
+
+def _sample_id(row: dict[str, object], id_column: str, where: str) -> str:
+    value = row.get(id_column)
+    if value is None or value == "" or isinstance(value, (dict, list)):
+        raise LpaError(f"{where}: no id in column {id_column!r} (columns: {', '.join(sorted(row))}).")
+    return str(value)

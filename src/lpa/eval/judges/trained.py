@@ -23,7 +23,6 @@ from pydantic import Field
 from lpa.errors import LpaError
 from lpa.eval.judges.base import Judge, JudgeArgs, register_judge
 from lpa.eval.judges.support.features import TEXT_FEATURES, pair_features
-from lpa.io import publish
 from lpa.records import Generation, Sample, Verdict
 
 SHIPPED_WEIGHTS = "shipped"
@@ -62,23 +61,14 @@ class TrainedJudgeModel:
         return cls(data["mean"], data["scale"], data["coef"], data["intercept"], meta["classes"], meta, bias)
 
     def save(self, path: str | Path) -> None:
-        import os
-        import tempfile
-
         import numpy as np
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez_compressed(handle, mean=self.mean, scale=self.scale, coef=self.coef,
-                                    intercept=self.intercept, bias=self.bias,
-                                    meta=np.array(json.dumps({**self.meta, "classes": self.classes})))
-            publish(tmp, path)  # mkstemp creates 0600; readers see the old file or the complete new one
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from lpa.io import atomic_path
+
+        with atomic_path(path) as tmp, tmp.open("wb") as handle:
+            np.savez_compressed(handle, mean=self.mean, scale=self.scale, coef=self.coef,
+                                intercept=self.intercept, bias=self.bias,
+                                meta=np.array(json.dumps({**self.meta, "classes": self.classes})))
 
     def probabilities(self, features: Any) -> Any:
         import numpy as np
