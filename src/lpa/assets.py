@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lpa.errors import LpaError
+from lpa.io import atomic_path, atomic_write_json
 from lpa.paths import cache_root
 
 log = logging.getLogger(__name__)
@@ -212,11 +214,6 @@ def verified_sha256(path: str | Path) -> tuple[str, int]:
     model costs a few ``stat`` calls; writing to it (even restoring its mtime) changes its ctime
     and forces a full re-hash.
     """
-    import json
-
-    from lpa.io import atomic_write_json
-    from lpa.models.loader import cache_root
-
     path = Path(path).resolve()
     memo = cache_root() / "digests" / f"{hashlib.sha256(str(path).encode()).hexdigest()[:24]}.json"
     signature = _signature(path)
@@ -272,7 +269,6 @@ def fetch_asset(name: str, *, force: bool = False) -> Path:
     is fetched again).  Written to a temporary folder and renamed at the end, so an interrupted
     fetch leaves nothing that looks complete.
     """
-    from lpa.io import atomic_path
 
     asset = _lookup(name)
     if not force and (cached := _cached(asset)) is not None:
