@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lpa.report.judges import kappa_note
+
 log = logging.getLogger(__name__)
 
 LOG_DIR = "logs"
@@ -105,7 +107,7 @@ def _usage(identity: Any, samples: Sequence[Any]) -> dict[str, Any]:
 
 def _judge_meta(judges: Sequence[Any]) -> dict[str, Any]:
     """Each judge's spec and its validated agreement with human labels (κ), so a reader weighs its verdicts."""
-    from lpa.eval.judges.validate import kappa_note
+
 
     return {j.name: {"spec": j.spec(), "kappa": kappa_note(j.name, j.spec())} for j in judges}
 
