@@ -26,6 +26,9 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(None, "--batch-size", help="Pair examples per step."),
         device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
         data_dir: str = typer.Option(None, "--data-dir", help="Folder for relative data paths (default $LPA_DATA_DIR)."),
+        select: bool = typer.Option(False, "--select", help="Checkpoint selection: evaluate every selection.every "
+                                    "steps on a selection split (held-in attacks, borderline-safe prompts, MMLU by "
+                                    "generation, template answers) and keep the step chosen by selection.rule."),
         report_to: str = ReportToOption,
         config: Path = ConfigOption,
         overrides: list[str] = SetOption,
@@ -40,6 +43,8 @@ def register(app: typer.Typer) -> None:
         trackers = parse_trackers(report_to)
         fields = dict(method=method, model=model, traits=traits, layout=layout, preset=preset, out=str(out) if out else None,
                       steps=steps, seed=seed, batch_size=batch_size, device=device, data_dir=data_dir, report_to=trackers)
+        if select:
+            overrides = ["selection.enabled=true", *(overrides or [])]
         cfg = build_train_config(config, overrides, **fields)
         result = train(cfg)
         s = result.summary
@@ -47,4 +52,8 @@ def register(app: typer.Typer) -> None:
                    f"({s['fwd_bwd_passes']} fwd+bwd passes, {s['n_train_examples']} examples)")
         if result.stopped:
             typer.echo(f"Stopped early: {result.stopped} (kept the last good adapter).")
+        if s.get("selection"):
+            sel = s["selection"]
+            typer.echo(f"Selection: kept step {sel['step']} ({sel['reason']}); chose on {', '.join(sel['chose_on'])}; "
+                       f"curve: {result.run_dir / sel['curve']}")
         typer.echo(f"Adapter: {result.adapter}")

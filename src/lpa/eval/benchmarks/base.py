@@ -38,6 +38,7 @@ BENCHMARKS: Registry[type[Benchmark]] = Registry(
         "lpa.eval.benchmarks.harmful_sets",
         "lpa.eval.benchmarks.overrefusal",
         "lpa.eval.benchmarks.custom",
+        "lpa.eval.benchmarks.heldout",
     ],
 )
 
