@@ -227,4 +227,4 @@ def test_aggregate_does_not_import_the_grid():
     tree = ast.parse(Path(aggregate.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not {m for m in imported if m and m.startswith("lpa.experiments.") and m not in
-                ("lpa.experiments.spec", "lpa.experiments.power")}
+                ("lpa.experiments.spec", "lpa.experiments.power", "lpa.experiments.selection")}

@@ -10,8 +10,8 @@ import torch
 from lpa.errors import LpaError
 from lpa.testing import tiny_model, tiny_tokenizer
 from lpa.training import build_train_config, train
-from lpa.training.config import SelectionRule
 from lpa.training.selection import NO_WINDOW, choose, read_curve, summarise_results, violations
+from lpa.training.selection_config import SelectionRule
 
 torch.set_num_threads(1)
 

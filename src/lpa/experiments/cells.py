@@ -117,6 +117,8 @@ def train_config(spec: ExperimentSpec, cell: Cell, folder: Path) -> Any:
     }
     if cell.entry.traits is not None:
         fields["traits"] = cell.entry.traits
+    if spec.selection is not None:  # every trained cell is selected by the spec's one rule
+        fields["selection"] = {**spec.selection.model_dump(mode="json"), "enabled": True}
     return build_train_config(None, None, **fields)
 
 
@@ -141,8 +143,11 @@ def cell_key(spec: ExperimentSpec, cell: Cell) -> str:
     the cell (:class:`lpa.models.ModelIdentity`).  Keep this unchanged: finished cells are matched on it.
     """
     suite = suite_for(spec, cell.entry)
-    return digest({"suite": suite.model_dump(mode="json"), "entry": cell.entry.model_dump(), "model": cell.model,
-                   "seed": cell.seed, "device": spec.device, "data_dir": spec.data_dir})
+    payload = {"suite": suite.model_dump(mode="json"), "entry": cell.entry.model_dump(), "model": cell.model,
+               "seed": cell.seed, "device": spec.device, "data_dir": spec.data_dir}
+    if spec.selection is not None and cell.entry.trains:  # absent otherwise, so older cells keep their keys
+        payload["selection"] = spec.selection.model_dump(mode="json")
+    return digest(payload)
 
 
 def finished_record(spec: ExperimentSpec, cell: Cell, root: Path) -> dict[str, Any] | None:
@@ -216,7 +221,7 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
     folder = cell.folder(root)
     if (record := finished_record(spec, cell, root)) is not None:
         return record
-    adapter = None
+    adapter, selection = None, None
     cost: dict[str, Any] = {"n_train_examples": 0, "fwd_bwd_passes": 0, "train_wall_s": 0.0}
     if cell.entry.trains:
         from lpa.training import train
@@ -233,6 +238,7 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
             "steps_done": summary.get("steps_done"),
             "stopped": summary.get("stopped"),
         }
+        selection = summary.get("selection")
     start = time.perf_counter()
     results = evaluate(suite_for(spec, cell.entry), cell.model, adapter=adapter, out_dir=folder / "eval",
                        device=spec.device, progress=progress)
@@ -247,6 +253,10 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
         "cost": cost,
         "rows": [{**row, **tags} for row in results.rows],
     })
+    if selection is not None:
+        from lpa.experiments.selection import cell_selection
+
+        record["selection"] = cell_selection(selection, folder / "train", results.meta)
     atomic_write_json(folder / "cell.json", record)
     return record
 

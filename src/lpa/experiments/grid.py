@@ -59,6 +59,10 @@ def check_experiment(spec: ExperimentSpec) -> None:
     for label, suite in suites.values():
         where = "eval suite" if len(suites) == 1 else f"eval suite of {label}"
         problems += [f"{where}: {p}" for p in suite_problems(suite)]
+    if not problems:
+        from lpa.experiments.selection import selection_problems
+
+        problems += selection_problems(spec)
     if problems:
         unique = list(dict.fromkeys(problems))
         raise LpaError(f"The experiment {spec.name!r} cannot run ({len(unique)} problem(s); nothing was trained or "

@@ -27,7 +27,7 @@ from typing import Any
 
 from lpa.io import append_jsonl, atomic_write_json, digest, read_jsonl
 from lpa.training.callbacks import LpaCallback
-from lpa.training.config import SelectionRule, SelectionSettings
+from lpa.training.selection_config import SelectionRule, SelectionSettings
 
 log = logging.getLogger(__name__)
 
