@@ -73,3 +73,35 @@ def test_overlapping_splits_and_test_attacks_are_refused_before_any_work(tiny_di
     assert not (tmp_path / "exp").exists()
     with pytest.raises(ValueError, match="also test attacks"):
         _spec(tiny_dir, tmp_path, eval={"benchmarks": ["smoke"], "attacks": ["direct", "refusal-suppression"]})
+
+
+def test_plan_counts_the_workload_and_uses_the_given_unit_times(tiny_dir, tmp_path):
+    from lpa.experiments.plan import format_plan, plan, selection_evaluations
+
+    spec = _spec(tiny_dir, tmp_path, plan={"step_s": {tiny_dir: 10.0}, "generation_s": {tiny_dir: 0.5},
+                                          "measured_on": "test"})
+    work, notes = plan(spec)
+    base = next(w for w in work if w.method == "base")
+    sft = next(w for w in work if w.method == "sft")
+    assert base.eval_generations == 3 and base.seconds == 3 * 0.5  # 3 test prompts, asked directly
+    # selection at steps 0, 1, 2: 4 harmful x refusal-suppression + 3 borderline + 3 MMLU by generation
+    assert selection_evaluations(2, 1) == 3 and sft.selection_generations == 3 * (4 + 3 + 3)
+    assert sft.seconds == 2 * 10.0 * 0.35 + (3 + 30) * 0.5  # sft has no attacker: the plain-step fraction
+    text = format_plan(spec, work, notes)
+    assert "given in the spec's plan block (test)" in text and "MDE" in text and "misses the goal" in text
+
+
+def test_shipped_1_5b_spec_has_disjoint_splits_and_meets_the_mde_goal(data_dir):
+    from pathlib import Path
+
+    from lpa.experiments import load_spec
+    from lpa.experiments.plan import mde_lines
+    from lpa.experiments.selection import selection_problems
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "experiments" / "scale-1.5b.yaml",
+                     [f"data_dir={data_dir}"])
+    assert "qwen2.5-coder-1.5b" in spec.models and len(spec.seeds) == 3
+    assert {"base", "lpa", "sft", "lat-harmful", "ablate-irrelevant", "ablate-inverted"} == {m.name for m in spec.methods}
+    assert selection_problems(spec) == []
+    pooled = mde_lines(spec)[-1]
+    assert pooled.startswith("all harmful test prompts: n=80") and "meets the goal" in pooled

@@ -26,6 +26,9 @@ def experiment(
     overrides: list[str] | None = SetOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the spec (training configs, eval files) and list the cells "
                                  "without running; every run does the same checks first."),
+    plan: bool = typer.Option(False, "--plan", help="Print the cost estimate (unit times measured from finished "
+                              "cells or given in the spec's plan block) and the smallest detectable ASR difference, "
+                              "then stop."),
     report_only: bool = typer.Option(False, "--report-only", help="Only aggregate the cells already finished."),
     only: list[str] | None = typer.Option(None, "--only", metavar="KEY=V1,V2",
                                           help="Compute only matching cells (KEY: model, method, seed; repeatable); "
@@ -43,6 +46,13 @@ def experiment(
     filters = parse_only(only)
     todo = select_cells(cells(config), filters)
     console.print(f"[bold]{config.name}[/]: {len(todo)} cells -> {config.out_dir}")
+    if plan:
+        from lpa.experiments.plan import format_plan
+        from lpa.experiments.plan import plan as make_plan
+
+        work, notes = make_plan(config)
+        typer.echo(format_plan(config, _selected(work, todo), notes))
+        return
     if dry_run:
         from lpa.experiments.grid import check_experiment
 
@@ -52,6 +62,12 @@ def experiment(
         return
     result = run_experiment(config, console=console, report_only=report_only, only=filters)
     _print_summary(console, config, result)
+
+
+def _selected(work: list, todo: list) -> list:
+    """The plan rows of the cells ``--only`` kept."""
+    keep = {(c.model, c.entry.name, "all" if c.seed is None else str(c.seed)) for c in todo}
+    return [w for w in work if (w.model, w.method, w.seed) in keep]
 
 
 def demo(

@@ -134,6 +134,8 @@ class PlanSettings(BaseModel):
     non_adversarial_step_fraction: float = Field(
         0.35, gt=0, le=1, description="A step without the attacker (sft, refusal-sft) as a fraction of a LAT step.")
     measured_on: str | None = Field(None, description="Where the unit times were measured (shown with the plan).")
+    measured_from: list[str] = Field(default_factory=list, description="Further experiment folders whose finished "
+                                     "cells' costs give measured unit times (besides this spec's out folder).")
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:

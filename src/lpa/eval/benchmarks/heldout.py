@@ -30,6 +30,8 @@ class HeldoutArgs(BenchmarkArgs):
     selection: int | float = Field(
         0.25, gt=0, description="Selection part size: a number of behaviour groups, or a fraction (< 1) of them.")
     seed: int = Field(0, description="Seed of the split (the same seed gives the same two parts everywhere).")
+    skip: int = Field(0, ge=0, description="Leave the wrapped benchmark's first N samples out of both parts (e.g. "
+                      "the prompts a study tests on as `limit: N` of the plain benchmark).")
 
 
 def behaviour_group(sample: Sample) -> str:
@@ -69,7 +71,7 @@ class Heldout(Benchmark):
     def samples(self) -> list[Sample]:
         args: HeldoutArgs = self.args  # type: ignore[assignment]
         inner = self.inner()
-        everything = inner.load()
+        everything = inner.load()[args.skip:]
         self.data_files.extend(inner.data_files)
         chosen, rest = split_groups(everything, args.selection, args.seed)
         keep = chosen if args.part == "selection" else rest
