@@ -8,8 +8,7 @@ A cell owns its folder::
 
 The record holds the result rows, the costs, what the attacker made the model say during training
 (``adversary``) and the training texts (``train_texts``, for the overlap analysis), so the report
-reads records only and never opens a training folder or rebuilds a training config.  Records
-written before those two fields existed are completed here, from the cell's own folder, when read.
+reads records only and never opens a training folder or rebuilds a training config.
 """
 
 from __future__ import annotations
@@ -151,41 +150,27 @@ def cell_key(spec: ExperimentSpec, cell: Cell) -> str:
 
 
 def finished_record(spec: ExperimentSpec, cell: Cell, root: Path) -> dict[str, Any] | None:
-    """The cell's record if it was finished under the current spec (completed if older), else None."""
+    """The cell's record if it was finished under the current spec, else None (the report reads records only)."""
     marker = cell.folder(root) / "cell.json"
     if not marker.is_file():
         return None
     record = json.loads(marker.read_text(encoding="utf-8"))
     if record.get("key") != cell_key(spec, cell):
         return None
-    return complete_record(spec, cell, root, record)
-
-
-def complete_record(spec: ExperimentSpec, cell: Cell, root: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """Fill the report fields a record written by an older version lacks, from the cell's own folder."""
-    record = dict(record)
-    if "judges" not in record:  # the judge versions, as the cell's own evaluation recorded them
-        results = cell.folder(root) / "eval" / "results.json"
-        if results.is_file():
-            record["judges"] = json.loads(results.read_text(encoding="utf-8")).get("meta", {}).get("judges")
-    if "adversary" not in record:
-        record["adversary"] = adversary_summary(_train_dir(record, cell, root))
-    if "train_texts" not in record:
-        record["train_texts"] = []
-        if cell.entry.trains:
-            from lpa.errors import LpaError
-
-            try:
-                record["train_texts"] = training_texts(spec, cell, root)
-            except (LpaError, ValueError, OSError) as exc:
-                log.warning("%s: training texts not available for the overlap analysis (%s)", cell.folder(root), exc)
     return record
 
 
-def _train_dir(record: dict[str, Any], cell: Cell, root: Path) -> Path | None:
+def _train_texts(spec: ExperimentSpec, cell: Cell, root: Path) -> list[str]:
+    """The cell's training texts for the overlap analysis ([] for base, or when they cannot be rebuilt)."""
     if not cell.entry.trains:
-        return None
-    return Path(record["adapter"]).parent if record.get("adapter") else cell.folder(root) / "train"
+        return []
+    from lpa.errors import LpaError
+
+    try:
+        return training_texts(spec, cell, root)
+    except (LpaError, ValueError, OSError) as exc:
+        log.warning("%s: training texts not available for the overlap analysis (%s)", cell.folder(root), exc)
+        return []
 
 
 def adversary_summary(train_dir: Path | None) -> dict[str, Any] | None:
@@ -244,7 +229,7 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
                        device=spec.device, progress=progress)
     cost["eval_wall_s"] = time.perf_counter() - start
     tags = {"method": cell.entry.name, "seed": "all" if cell.seed is None else cell.seed, "model": cell.model}
-    record = complete_record(spec, cell, root, {
+    record = {
         "key": cell_key(spec, cell),
         **tags,
         "adapter": adapter,
@@ -252,7 +237,9 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
         "judges": results.meta.get("judges"),  # the versions that produced the verdicts (κ is per version)
         "cost": cost,
         "rows": [{**row, **tags} for row in results.rows],
-    })
+        "adversary": adversary_summary(Path(adapter).parent if adapter else None),
+        "train_texts": _train_texts(spec, cell, root),
+    }
     if selection is not None:
         from lpa.experiments.selection import cell_selection
 
@@ -262,6 +249,6 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
 
 
 __all__ = [
-    "CELL_KEYS", "Cell", "adversary_summary", "cell_key", "cells", "complete_record", "finished_record", "parse_only",
+    "CELL_KEYS", "Cell", "adversary_summary", "cell_key", "cells", "finished_record", "parse_only",
     "run_cell", "select_cells", "suite_for", "train_config", "training_texts",
 ]

@@ -29,9 +29,6 @@ from lpa.experiments.cells import (
 from lpa.experiments.spec import ExperimentSpec
 from lpa.io import atomic_write_text, digest
 
-_suite = suite_for  # the names tests and older callers use
-_cell_key = cell_key
-
 
 def check_experiment(spec: ExperimentSpec) -> None:
     """Build every cell's training config and check every distinct eval suite (files, plugins) up front.
