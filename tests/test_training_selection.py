@@ -127,3 +127,26 @@ def test_selection_off_by_default_and_bad_plugins_fail_before_training(tmp_path)
     with pytest.raises(LpaError, match="nope"):
         train(bad, model=tiny_model("llama"), tokenizer=tiny_tokenizer())
     assert not (tmp_path / "run" / "selection.jsonl").exists()
+
+
+def test_cli_select_flag_trains_with_selection_and_prints_the_kept_step(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from lpa.cli.main import app
+
+    checkpoint = tmp_path / "tiny"
+    tiny_model("llama").save_pretrained(checkpoint)
+    tiny_tokenizer().save_pretrained(checkpoint)
+    selection = _selection_cfg(tmp_path, method="sft", steps=2, every=1).selection.model_dump(mode="json")
+    selection.pop("enabled")
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"selection": selection, "guard": {"every": 0}, "lora": {"r": 4, "alpha": 8},
+                                      "benign": {"batch_size": 2}, "format": {"system": None}}))
+    args = ["train", "--method", "sft", "--model", str(checkpoint), "--out", str(tmp_path / "cli"), "--steps", "2",
+            "--batch-size", "2", "--device", "cpu", "--config", str(config), "--set", "progress=false", "--select"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Selection: kept step" in result.output and "heldout(" in result.output
+    assert [r["step"] for r in read_curve(tmp_path / "cli")] == [0, 1, 2]
+    assert "--select" in CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
