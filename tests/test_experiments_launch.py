@@ -62,3 +62,34 @@ def test_slurm_without_partition_fails_before_submitting(tiny_dir, tmp_path):
     with pytest.raises(LpaError, match="--partition"):
         launch(_spec(tiny_dir, tmp_path / "exp"), LaunchSettings(launcher="slurm"))
     assert time.time() - started < 60 and not (tmp_path / "exp" / "_jobs").exists()
+
+
+def test_slurm_jobs_carry_the_requested_resources(tmp_path, monkeypatch):
+    """The sbatch script submitit would submit (a stand-in srun on PATH: no cluster here)."""
+    import os
+    from pathlib import Path
+
+    from lpa.experiments.launch import LaunchSettings, executor_for
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    settings = LaunchSettings(launcher="slurm", partition="gpu", gpus_per_cell=1, cpus_per_cell=8, mem_gb=64,
+                              time_min=90, slurm_args={"account": "lab"})
+    executor = executor_for(settings, Path(tmp_path / "jobs"), "study")
+    script = executor._executor._make_submission_file_text("python -m job", "uid")  # submitit's sbatch text
+    for line in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=64GB", "--time=90",
+                 "--account=lab", "--job-name=lpa-study"):
+        assert f"#SBATCH {line}" in script
+
+
+def test_slurm_without_srun_is_a_clear_error(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from lpa.experiments.launch import LaunchSettings, executor_for
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(LpaError, match="login node"):
+        executor_for(LaunchSettings(launcher="slurm", partition="gpu"), Path(tmp_path / "jobs"), "study")

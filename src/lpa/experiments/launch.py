@@ -62,7 +62,11 @@ def executor_for(settings: LaunchSettings, folder: Path, name: str) -> Any:
     submitit = _submitit()
     if settings.launcher == "slurm" and not settings.partition and "partition" not in settings.slurm_args:
         raise LpaError("--launcher slurm needs --partition NAME (the cluster's partition for these jobs).")
-    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=settings.launcher)
+    try:
+        executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=settings.launcher)
+    except RuntimeError as exc:  # no srun on this machine
+        raise LpaError(f"--launcher {settings.launcher} cannot submit from here ({exc}); run the command on the "
+                       "cluster's login node, or use --launcher local to run the jobs on this machine.") from None
     params: dict[str, Any] = dict(timeout_min=settings.time_min, cpus_per_task=settings.cpus_per_cell,
                                   gpus_per_node=settings.gpus_per_cell, mem_gb=settings.mem_gb, name=f"lpa-{name}",
                                   tasks_per_node=1, nodes=1)
