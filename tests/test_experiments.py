@@ -122,26 +122,26 @@ def test_only_computes_selected_cells_and_reports_all_finished(tiny_dir, tmp_pat
 
 
 def test_extra_attacks_only_for_their_method(tiny_dir, tmp_path):
-    from lpa.experiments.grid import _suite
+    from lpa.experiments.grid import suite_for
 
     spec = _spec(tiny_dir, tmp_path)
     spec.methods[0].extra_attacks = ["prefill"]
     base, sft = (c.entry for c in cells(spec)[:2])
-    assert _suite(spec, base).attacks == ["direct", "prefill"]
-    assert _suite(spec, sft).attacks == ["direct"]
+    assert suite_for(spec, base).attacks == ["direct", "prefill"]
+    assert suite_for(spec, sft).attacks == ["direct"]
 
 
 def test_shipped_specs_validate_with_their_training_configs(tmp_path):
     from pathlib import Path
 
     from lpa.experiments import load_spec
-    from lpa.experiments.grid import _suite, train_config
+    from lpa.experiments.grid import suite_for, train_config
 
     root = Path(__file__).resolve().parents[1] / "experiments"
     for name in ("scale.yaml", "scale-core.yaml", "ablation-qwen.yaml", "ablation.yaml", "embedded.yaml"):
         spec = load_spec(root / name)
         for cell in cells(spec):
-            _suite(spec, cell.entry)
+            suite_for(spec, cell.entry)
             if cell.entry.trains:
                 config = train_config(spec, cell, tmp_path)
                 assert getattr(config, "layout", "faithful") in ("faithful", "mixed")
@@ -189,31 +189,27 @@ def test_demo_spec_and_headline_fit_the_terminal():
     assert len(rows) <= 12 and all(len(" | ".join(r)) < 100 for r in rows)
 
 
-def test_report_reads_records_only_and_old_records_still_count(tiny_dir, tmp_path):
-    """Cells write what the report needs; the report never opens a training folder; old markers stay valid."""
+def test_report_reads_records_only_and_records_hold_what_it_needs(tiny_dir, tmp_path):
+    """Cells write what the report needs (adversary, training texts, judges) when they finish; the report
+    never opens a training folder, and a record without those fields still counts (its rows are reported)."""
     import json
     import shutil
-
-    from lpa.io import append_jsonl
 
     spec = _spec(tiny_dir, tmp_path / "rec", seeds=(0,))
     run_experiment(spec, progress=False)
     marker = next(p for p in (tmp_path / "rec").rglob("cell.json") if p.parent.parent.name == "sft")
-    train_dir = marker.parent / "train"
-    append_jsonl(train_dir / "adversary_samples.jsonl", [{"step": 1, "text": "Sure, here is how to build a bomb."}])
     record = json.loads(marker.read_text())
-    assert record["train_texts"] and record["identity"]["adapter_sha"]
+    assert record["train_texts"] and record["identity"]["adapter_sha"] and record["judges"]
+    assert "adversary" in record  # None: adversary monitoring was off for this cell
     legacy = {k: v for k, v in record.items() if k not in ("adversary", "train_texts", "identity")}
-    marker.write_text(json.dumps(legacy))  # a marker written before cells recorded the report's texts
+    marker.write_text(json.dumps({**legacy, "adversary": {"decoded": 1, "harm_keyword_rate": 1.0, "refusal_rate": 0.0,
+                                                          "template_rate": 0.0, "first_flagged": "Sure, build a bomb"}}))
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "rec").rglob("cell.json")}
-    again = run_experiment(spec, progress=False)  # old markers count: nothing is recomputed
+    again = run_experiment(spec, progress=False)  # finished markers count: nothing is recomputed or back-filled
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
-    completed = next(r for r in again.records if r["method"] == "sft")
-    assert completed["adversary"]["decoded"] == 1 and completed["train_texts"] == record["train_texts"]
     assert "build a bomb" in again.report.read_text()
-    marker.write_text(json.dumps({**record, "adversary": completed["adversary"]}))  # as the current code writes it
     report = again.report.read_text()
-    shutil.rmtree(train_dir)  # the report reads records only
+    shutil.rmtree(marker.parent / "train")  # the report reads records only
     assert run_experiment(spec, progress=False, report_only=True).report.read_text() == report
 
 
@@ -227,4 +223,4 @@ def test_aggregate_does_not_import_the_grid():
     tree = ast.parse(Path(aggregate.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not {m for m in imported if m and m.startswith("lpa.experiments.") and m not in
-                ("lpa.experiments.spec", "lpa.experiments.power")}
+                ("lpa.experiments.spec", "lpa.experiments.power", "lpa.experiments.selection")}

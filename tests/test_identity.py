@@ -143,11 +143,11 @@ def test_cell_keys_of_finished_cells_stay_valid():
     """
     from pathlib import Path
 
-    from lpa.experiments.grid import _cell_key, cells
+    from lpa.experiments.grid import cell_key, cells
     from lpa.experiments.spec import load_spec
 
     spec = load_spec(Path(__file__).parents[1] / "experiments" / "scale.yaml")
-    keys = [_cell_key(spec, c) for c in cells(spec)[:3]]
+    keys = [cell_key(spec, c) for c in cells(spec)[:3]]
     assert keys == ["235afd9879beeaa4", "60cd69e2168b5080", "ba8491fc680db5d3"]
 
 

@@ -47,12 +47,14 @@ def train(
     report_to: Sequence[str] | None = None,
     config: str | Path | None = None,
     overrides: Sequence[str] | None = None,
+    select: bool = False,
     **settings: Any,
 ) -> TrainResult:
     """Train a LoRA adapter (``lpa train``); rerunning with the same ``out`` resumes or returns the finished run.
 
     ``settings`` are any other training-config fields, nested ones as dicts
     (``trainer_args={"optim": "adamw_torch_fused"}``); ``overrides`` are ``--set key=value`` strings.
+    ``select`` turns on checkpoint selection (``lpa train --select``; the ``selection`` block's defaults).
     """
     from lpa.training import build_train_config
     from lpa.training import train as run_training
@@ -60,7 +62,8 @@ def train(
     fields = dict(method=method, model=model, traits=traits, layout=layout, preset=preset, out=_str(out), steps=steps,
                   seed=seed, batch_size=batch_size, device=device, data_dir=_str(data_dir),
                   report_to=list(report_to) if report_to is not None else None, **settings)
-    return run_training(build_train_config(config, list(overrides or []), **fields))
+    overrides = [*(["selection.enabled=true"] if select else []), *(overrides or [])]
+    return run_training(build_train_config(config, overrides, **fields))
 
 
 def evaluate(

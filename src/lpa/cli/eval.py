@@ -122,8 +122,8 @@ def compare_command(
 
 def _write_answers(run_dirs: list[Path], out: Path | None) -> None:
     from lpa.errors import LpaError
-    from lpa.io import atomic_write_text
     from lpa.eval.answers import answers_markdown
+    from lpa.io import atomic_write_text
 
     if len(run_dirs) < 2:
         raise LpaError("--answers compares two runs: give the baseline run and the other run.")

@@ -26,10 +26,22 @@ def experiment(
     overrides: list[str] | None = SetOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the spec (training configs, eval files) and list the cells "
                                  "without running; every run does the same checks first."),
+    plan: bool = typer.Option(False, "--plan", help="Print the cost estimate (unit times measured from finished "
+                              "cells or given in the spec's plan block) and the smallest detectable ASR difference, "
+                              "then stop."),
     report_only: bool = typer.Option(False, "--report-only", help="Only aggregate the cells already finished."),
     only: list[str] | None = typer.Option(None, "--only", metavar="KEY=V1,V2",
                                           help="Compute only matching cells (KEY: model, method, seed; repeatable); "
                                           "the report still covers every finished cell."),
+    launcher: str | None = typer.Option(None, "--launcher", help="Submit every unfinished cell as a job instead of "
+                                        "running here: slurm (a job array) or local (subprocesses, for testing). "
+                                        "Collect with --report-only."),
+    partition: str | None = typer.Option(None, "--partition", help="SLURM partition for the cell jobs."),
+    gpus_per_cell: int = typer.Option(0, "--gpus-per-cell", help="GPUs per cell job."),
+    cpus_per_cell: int = typer.Option(4, "--cpus-per-cell", help="CPU cores per cell job."),
+    mem_gb: int = typer.Option(32, "--mem-gb", help="Memory per cell job (GiB)."),
+    time_min: int = typer.Option(1440, "--time-min", help="Wall-time limit per cell job (minutes)."),
+    wait: bool = typer.Option(False, "--wait", help="With --launcher: block until the jobs end, then report."),
 ) -> None:
     """Run every cell of an experiment (skipping finished ones) and write report.md, results.csv, plots."""
     from rich.console import Console
@@ -43,6 +55,13 @@ def experiment(
     filters = parse_only(only)
     todo = select_cells(cells(config), filters)
     console.print(f"[bold]{config.name}[/]: {len(todo)} cells -> {config.out_dir}")
+    if plan:
+        from lpa.experiments.plan import format_plan
+        from lpa.experiments.plan import plan as make_plan
+
+        work, notes = make_plan(config)
+        typer.echo(format_plan(config, _selected(work, todo), notes))
+        return
     if dry_run:
         from lpa.experiments.grid import check_experiment
 
@@ -50,8 +69,47 @@ def experiment(
         for cell in todo:
             console.print(f"  {cell.model} · {cell.entry.name} · seed {'all' if cell.seed is None else cell.seed}")
         return
+    if launcher is not None and not report_only:
+        if not _launch(console, config, filters, launcher, partition, gpus_per_cell, cpus_per_cell, mem_gb, time_min,
+                       wait):
+            return
+        report_only = True
     result = run_experiment(config, console=console, report_only=report_only, only=filters)
     _print_summary(console, config, result)
+
+
+def _launch(console: Console, config: ExperimentSpec, filters: dict[str, list[str]], launcher: str,
+            partition: str | None, gpus: int, cpus: int, mem_gb: int, time_min: int, wait: bool) -> bool:
+    """Submit the unfinished cells; True when the caller should go on and report (after --wait)."""
+    import gc
+
+    from lpa.config import validate_config
+    from lpa.experiments.launch import LaunchSettings, launch
+    from lpa.experiments.launch import wait as wait_for
+
+    settings = validate_config(LaunchSettings, dict(launcher=launcher, partition=partition, gpus_per_cell=gpus,
+                                                     cpus_per_cell=cpus, mem_gb=mem_gb, time_min=time_min),
+                               source="launcher options")
+    submitted = launch(config, settings, filters)
+    if not submitted:
+        console.print("Every selected cell is finished; nothing submitted.")
+        return True
+    for job in submitted:
+        console.print(f"  job {job.job_id}: {job.cell}")
+    console.print(f"{len(submitted)} job(s) submitted ({launcher}); logs in {config.out_dir}/_jobs. "
+                  "Collect finished cells with --report-only.")
+    if wait:
+        states = wait_for(submitted)
+        console.print("job states: " + ", ".join(f"{k}={v}" for k, v in states.items()))
+    submitted.clear()
+    gc.collect()  # submitit's job objects, released while the interpreter is still whole
+    return wait
+
+
+def _selected(work: list, todo: list) -> list:
+    """The plan rows of the cells ``--only`` kept."""
+    keep = {(c.model, c.entry.name, "all" if c.seed is None else str(c.seed)) for c in todo}
+    return [w for w in work if (w.model, w.method, w.seed) in keep]
 
 
 def demo(

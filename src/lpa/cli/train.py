@@ -26,6 +26,9 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(None, "--batch-size", help="Pair examples per step."),
         device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
         data_dir: str = typer.Option(None, "--data-dir", help="Folder for relative data paths (default $LPA_DATA_DIR)."),
+        select: bool = typer.Option(False, "--select", help="Checkpoint selection: evaluate every selection.every "
+                                    "steps on a selection split (held-in attacks, borderline-safe prompts, MMLU by "
+                                    "generation, template answers) and keep the step chosen by selection.rule."),
         report_to: str = ReportToOption,
         config: Path = ConfigOption,
         overrides: list[str] = SetOption,
@@ -39,10 +42,15 @@ def register(app: typer.Typer) -> None:
 
         result = train(method=method, model=model, traits=traits, layout=layout, preset=preset, out=out, steps=steps,
                        seed=seed, batch_size=batch_size, device=device, data_dir=data_dir,
-                       report_to=parse_trackers(report_to), config=config, overrides=overrides)
+                       report_to=parse_trackers(report_to), config=config, overrides=overrides,
+                       select=select)
         s = result.summary
         typer.echo(f"{result.run_dir}: {s['steps_done']} steps in {s['wall_time_s']:.1f}s "
                    f"({s['fwd_bwd_passes']} fwd+bwd passes, {s['n_train_examples']} examples)")
         if result.stopped:
             typer.echo(f"Stopped early: {result.stopped} (kept the last good adapter).")
+        if s.get("selection"):
+            sel = s["selection"]
+            typer.echo(f"Selection: kept step {sel['step']} ({sel['reason']}); chose on {', '.join(sel['chose_on'])}; "
+                       f"curve: {result.run_dir / sel['curve']}")
         typer.echo(f"Adapter: {result.adapter}")

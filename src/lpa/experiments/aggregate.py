@@ -198,7 +198,10 @@ def write_outputs(spec: ExperimentSpec, records: Sequence[dict[str, Any]], summa
     atomic_write_csv(root / "summary.csv", summary)
     ratios = ratio_rows(spec, summary)
     atomic_write_csv(root / "ratios.csv", ratios)
+    from lpa.experiments.selection import selection_plots, selection_section
+
     plots = _plots(spec, summary, root / "plots")
+    plots += selection_plots(records, root / "plots")
     ratio_header = ["model", "method", "benchmark", "attack", "judge", "misclassification", f"× vs {spec.baseline}"]
     if spec.reference:
         ratio_header.append(f"× vs {spec.reference}")
@@ -222,6 +225,7 @@ def write_outputs(spec: ExperimentSpec, records: Sequence[dict[str, Any]], summa
         markdown_table(ratio_header, ratio_body) if ratio_body else "_no benchmark mixes harmful and benign samples_",
         "## Utility", metric_table(spec, summary, ("accuracy", "parse_rate", "mmlu_loglik", "mmlu_generate")),
         "## Output coherence (collapse indicators)", metric_table(spec, summary, COHERENCE),
+        "## Checkpoint selection (which step each cell reports)", selection_section(spec, records),
         "## Cost per method", cost_table(spec, records),
         "## Adversary monitoring during training", adversary_table(records),
         "## Semantic overlap of training data with the benchmarks", overlap_section(spec, records),

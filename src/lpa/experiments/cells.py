@@ -8,8 +8,7 @@ A cell owns its folder::
 
 The record holds the result rows, the costs, what the attacker made the model say during training
 (``adversary``) and the training texts (``train_texts``, for the overlap analysis), so the report
-reads records only and never opens a training folder or rebuilds a training config.  Records
-written before those two fields existed are completed here, from the cell's own folder, when read.
+reads records only and never opens a training folder or rebuilds a training config.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lpa.experiments.spec import ExperimentSpec, MethodEntry
+from lpa.experiments.spec import ExperimentSpec, MethodEntry, suite_for
 from lpa.io import atomic_write_json, digest, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -117,21 +116,9 @@ def train_config(spec: ExperimentSpec, cell: Cell, folder: Path) -> Any:
     }
     if cell.entry.traits is not None:
         fields["traits"] = cell.entry.traits
+    if spec.selection is not None:  # every trained cell is selected by the spec's one rule
+        fields["selection"] = {**spec.selection.model_dump(mode="json"), "enabled": True}
     return build_train_config(None, None, **fields)
-
-
-def suite_for(spec: ExperimentSpec, entry: MethodEntry | None = None) -> Any:
-    """The spec's suite, with the data folder filled in and ``entry``'s extra attacks appended."""
-    update: dict[str, Any] = {}
-    if spec.data_dir and not spec.eval.data_dir:
-        update["data_dir"] = spec.data_dir
-    if entry is not None and entry.extra_attacks:
-        update["attacks"] = [*spec.eval.attacks, *entry.extra_attacks]
-    if not update:
-        return spec.eval
-    from lpa.eval.suite import EvalSuite
-
-    return EvalSuite.model_validate({**spec.eval.model_dump(mode="json"), **update})
 
 
 def cell_key(spec: ExperimentSpec, cell: Cell) -> str:
@@ -141,46 +128,35 @@ def cell_key(spec: ExperimentSpec, cell: Cell) -> str:
     the cell (:class:`lpa.models.ModelIdentity`).  Keep this unchanged: finished cells are matched on it.
     """
     suite = suite_for(spec, cell.entry)
-    return digest({"suite": suite.model_dump(mode="json"), "entry": cell.entry.model_dump(), "model": cell.model,
-                   "seed": cell.seed, "device": spec.device, "data_dir": spec.data_dir})
+    payload = {"suite": suite.model_dump(mode="json"), "entry": cell.entry.model_dump(), "model": cell.model,
+               "seed": cell.seed, "device": spec.device, "data_dir": spec.data_dir}
+    if spec.selection is not None and cell.entry.trains:  # absent otherwise, so older cells keep their keys
+        payload["selection"] = spec.selection.model_dump(mode="json")
+    return digest(payload)
 
 
 def finished_record(spec: ExperimentSpec, cell: Cell, root: Path) -> dict[str, Any] | None:
-    """The cell's record if it was finished under the current spec (completed if older), else None."""
+    """The cell's record if it was finished under the current spec, else None (the report reads records only)."""
     marker = cell.folder(root) / "cell.json"
     if not marker.is_file():
         return None
     record = json.loads(marker.read_text(encoding="utf-8"))
     if record.get("key") != cell_key(spec, cell):
         return None
-    return complete_record(spec, cell, root, record)
-
-
-def complete_record(spec: ExperimentSpec, cell: Cell, root: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """Fill the report fields a record written by an older version lacks, from the cell's own folder."""
-    record = dict(record)
-    if "judges" not in record:  # the judge versions, as the cell's own evaluation recorded them
-        results = cell.folder(root) / "eval" / "results.json"
-        if results.is_file():
-            record["judges"] = json.loads(results.read_text(encoding="utf-8")).get("meta", {}).get("judges")
-    if "adversary" not in record:
-        record["adversary"] = adversary_summary(_train_dir(record, cell, root))
-    if "train_texts" not in record:
-        record["train_texts"] = []
-        if cell.entry.trains:
-            from lpa.errors import LpaError
-
-            try:
-                record["train_texts"] = training_texts(spec, cell, root)
-            except (LpaError, ValueError, OSError) as exc:
-                log.warning("%s: training texts not available for the overlap analysis (%s)", cell.folder(root), exc)
     return record
 
 
-def _train_dir(record: dict[str, Any], cell: Cell, root: Path) -> Path | None:
+def _train_texts(spec: ExperimentSpec, cell: Cell, root: Path) -> list[str]:
+    """The cell's training texts for the overlap analysis ([] for base, or when they cannot be rebuilt)."""
     if not cell.entry.trains:
-        return None
-    return Path(record["adapter"]).parent if record.get("adapter") else cell.folder(root) / "train"
+        return []
+    from lpa.errors import LpaError
+
+    try:
+        return training_texts(spec, cell, root)
+    except (LpaError, ValueError, OSError) as exc:
+        log.warning("%s: training texts not available for the overlap analysis (%s)", cell.folder(root), exc)
+        return []
 
 
 def adversary_summary(train_dir: Path | None) -> dict[str, Any] | None:
@@ -216,7 +192,7 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
     folder = cell.folder(root)
     if (record := finished_record(spec, cell, root)) is not None:
         return record
-    adapter = None
+    adapter, selection = None, None
     cost: dict[str, Any] = {"n_train_examples": 0, "fwd_bwd_passes": 0, "train_wall_s": 0.0}
     if cell.entry.trains:
         from lpa.training import train
@@ -233,12 +209,13 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
             "steps_done": summary.get("steps_done"),
             "stopped": summary.get("stopped"),
         }
+        selection = summary.get("selection")
     start = time.perf_counter()
     results = evaluate(suite_for(spec, cell.entry), cell.model, adapter=adapter, out_dir=folder / "eval",
                        device=spec.device, progress=progress)
     cost["eval_wall_s"] = time.perf_counter() - start
     tags = {"method": cell.entry.name, "seed": "all" if cell.seed is None else cell.seed, "model": cell.model}
-    record = complete_record(spec, cell, root, {
+    record = {
         "key": cell_key(spec, cell),
         **tags,
         "adapter": adapter,
@@ -246,12 +223,18 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
         "judges": results.meta.get("judges"),  # the versions that produced the verdicts (κ is per version)
         "cost": cost,
         "rows": [{**row, **tags} for row in results.rows],
-    })
+        "adversary": adversary_summary(Path(adapter).parent if adapter else None),
+        "train_texts": _train_texts(spec, cell, root),
+    }
+    if selection is not None:
+        from lpa.experiments.selection import cell_selection
+
+        record["selection"] = cell_selection(selection, folder / "train", results.meta)
     atomic_write_json(folder / "cell.json", record)
     return record
 
 
 __all__ = [
-    "CELL_KEYS", "Cell", "adversary_summary", "cell_key", "cells", "complete_record", "finished_record", "parse_only",
+    "CELL_KEYS", "Cell", "adversary_summary", "cell_key", "cells", "finished_record", "parse_only",
     "run_cell", "select_cells", "suite_for", "train_config", "training_texts",
 ]

@@ -29,9 +29,6 @@ from lpa.experiments.cells import (
 from lpa.experiments.spec import ExperimentSpec
 from lpa.io import atomic_write_text, digest
 
-_suite = suite_for  # the names tests and older callers use
-_cell_key = cell_key
-
 
 def check_experiment(spec: ExperimentSpec) -> None:
     """Build every cell's training config and check every distinct eval suite (files, plugins) up front.
@@ -59,6 +56,10 @@ def check_experiment(spec: ExperimentSpec) -> None:
     for label, suite in suites.values():
         where = "eval suite" if len(suites) == 1 else f"eval suite of {label}"
         problems += [f"{where}: {p}" for p in suite_problems(suite)]
+    if not problems:
+        from lpa.experiments.selection import selection_problems
+
+        problems += selection_problems(spec)
     if problems:
         unique = list(dict.fromkeys(problems))
         raise LpaError(f"The experiment {spec.name!r} cannot run ({len(unique)} problem(s); nothing was trained or "

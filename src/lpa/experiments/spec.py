@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from lpa.config import build_config
 from lpa.eval.suite import EvalSuite
+from lpa.training.selection_config import SelectionSettings
 
 
 class MethodEntry(BaseModel):
@@ -76,6 +77,10 @@ class ExperimentSpec(BaseModel):
     baseline: str = Field("base", description="Method label whose misclassification rate ratios are taken against.")
     reference: str | None = Field("lat-harmful", description="Second method label for ratios (the harmful-data baseline).")
     compute_note: str | None = Field(None, description="Expected compute, shown in the report.")
+    selection: SelectionSettings | None = Field(
+        None, description="Checkpoint selection for every trained cell, by the same rule (lpa.training.selection); "
+        "its split must be disjoint from the eval suite's prompts and its attacks must not be the suite's.")
+    plan: PlanSettings = Field(default_factory=lambda: PlanSettings(), description="Cost estimate inputs for --plan.")
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentSpec:
@@ -90,6 +95,17 @@ class ExperimentSpec(BaseModel):
                 raise unknown_choice("training method", entry.method, [*METHODS.names(), "base"])
         if not self.seeds:
             raise ValueError("seeds must not be empty")
+        if self.selection is not None:
+            tested = {_plugin_name(a) for a in self.eval.attacks} | {
+                _plugin_name(a) for m in self.methods for a in m.extra_attacks}
+            shared = sorted(tested & {_plugin_name(a) for a in self.selection.attacks})
+            if shared:
+                raise ValueError(f"selection.attacks {shared} are also test attacks of the eval suite; checkpoint "
+                                 "selection must use held-in attacks the study does not report on")
+            inline = [m.name for m in self.methods if "selection" in m.train]
+            if inline:
+                raise ValueError(f"methods {inline} set train.selection while the spec has a selection block; every "
+                                 "cell is selected by the spec's one rule")
         return self
 
     @property
@@ -100,6 +116,38 @@ class ExperimentSpec(BaseModel):
     def report_root(self) -> Path:
         """Where the report, tables, plots and the spec copy go (cells stay under :attr:`out_dir`)."""
         return Path(self.report_dir) if self.report_dir else self.out_dir
+
+
+def _plugin_name(spec: Any) -> str:
+    return str(spec["name"]) if isinstance(spec, dict) else str(spec).partition(":")[0].strip()
+
+
+def suite_for(spec: ExperimentSpec, entry: MethodEntry | None = None) -> Any:
+    """The spec's suite, with the data folder filled in and ``entry``'s extra attacks appended."""
+    update: dict[str, Any] = {}
+    if spec.data_dir and not spec.eval.data_dir:
+        update["data_dir"] = spec.data_dir
+    if entry is not None and entry.extra_attacks:
+        update["attacks"] = [*spec.eval.attacks, *entry.extra_attacks]
+    if not update:
+        return spec.eval
+    return EvalSuite.model_validate({**spec.eval.model_dump(mode="json"), **update})
+
+
+class PlanSettings(BaseModel):
+    """Measured unit times the plan's cost estimate multiplies (``lpa experiment SPEC --plan``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step_s: dict[str, float] = Field(default_factory=dict, description="Seconds per training step, by model spec "
+                                     "(measured with bench/lat_step.py; a method without the attacker costs less).")
+    generation_s: dict[str, float] = Field(default_factory=dict, description="Seconds per generated answer, by model "
+                                           "spec (measured: eval wall time / generations of a finished cell).")
+    non_adversarial_step_fraction: float = Field(
+        0.35, gt=0, le=1, description="A step without the attacker (sft, refusal-sft) as a fraction of a LAT step.")
+    measured_on: str | None = Field(None, description="Where the unit times were measured (shown with the plan).")
+    measured_from: list[str] = Field(default_factory=list, description="Further experiment folders whose finished "
+                                     "cells' costs give measured unit times (besides this spec's out folder).")
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:

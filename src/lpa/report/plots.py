@@ -131,3 +131,40 @@ def plot_all(runs: Mapping[str, Sequence[dict[str, Any]]], folder: Path) -> list
         plot_utility(runs, folder / "utility.png"),
     ]
     return [p for p in made if p is not None]
+
+
+SELECTION_SERIES = {
+    "asr": "selection ASR (held-in attacks)",
+    "borderline_refusal": "borderline-safe refusal",
+    "utility": "utility probe (MMLU by generation)",
+    "template_rate_harmful": "template answers, harmful",
+    "template_rate_borderline": "template answers, borderline",
+}
+
+
+def selection_curve(rows: Sequence[dict[str, Any]], path: Path, *, chosen: int | None = None,
+                    title: str = "") -> Path | None:
+    """A run's checkpoint-selection curve: each selection metric against the training step, chosen step marked."""
+    rows = sorted(rows, key=lambda r: r["step"])
+    if not rows:
+        return None
+    plt = _plt()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    steps = [r["step"] for r in rows]
+    for key, label in SELECTION_SERIES.items():
+        points = [(s, r[key]) for s, r in zip(steps, rows, strict=True) if r.get(key) is not None]
+        if points:
+            style = "--" if key.startswith("template") else "-"
+            ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=label)
+    if chosen is not None:
+        ax.axvline(chosen, color="grey", linestyle=":", label=f"chosen step {chosen}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from lpa.config import merge_nested
 from lpa.errors import LpaError
 from lpa.training.losses import AWAY_MIN_LOGPROB, LOSSES, PAIR_LOSSES
+from lpa.training.selection_config import SelectionSettings
 
 
 class _Strict(BaseModel):
@@ -157,6 +158,7 @@ class TrainConfig(_Strict):
     guard: GuardSettings = Field(default_factory=GuardSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     adversary_monitor: AdversaryMonitorSettings = Field(default_factory=AdversaryMonitorSettings)
+    selection: SelectionSettings = Field(default_factory=SelectionSettings)
     save_every: int = Field(5, ge=1, description="Save a resumable checkpoint every N steps.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory on large models.")
     merge: bool = Field(False, description="Also write a merged full model to RUN/merged.")

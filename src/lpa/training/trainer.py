@@ -103,6 +103,7 @@ class LatTrainer(Trainer):
         self.last_attack: tuple[Any, PairBatch] | None = None
         self.stopped: str | None = None
         self.resume_from: Path | None = None
+        self.selection: dict[str, Any] | None = None  # the chosen step (lpa.training.selection), when selection ran
         for callback in self.callback_handler.callbacks:
             if isinstance(callback, LpaCallback):
                 callback.trainer = self
@@ -404,7 +405,9 @@ def build_trainer(
         layers = hooks.resolve_layers(model, cfg.attack.layers) if method.adversarial else []
         lat = _measure_epsilons(cfg, model, tokenizer, examples, layers)
     peft_model = lora_model(model, cfg)
-    own = [CollapseGuard(), AdversaryMonitor(), PersonaDrift()]
+    from lpa.training.selection import CheckpointSelection
+
+    own = [CollapseGuard(), CheckpointSelection(), AdversaryMonitor(), PersonaDrift()]
     own += [c if isinstance(c, TrainerCallback) else FunctionCallback(c) for c in callbacks or []]
     own += [ProgressBar()] if cfg.progress else []
     trainer = LatTrainer(
@@ -429,6 +432,8 @@ def _finish(trainer: LatTrainer) -> TrainResult:
     }
     if lat.guard_warnings:
         summary["guard_warnings"] = lat.guard_warnings
+    if trainer.selection is not None:
+        summary["selection"] = trainer.selection
     trainer.accelerator.wait_for_everyone()
     if trainer.args.should_save:
         model = trainer.model

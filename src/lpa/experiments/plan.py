@@ -1,0 +1,223 @@
+"""What a spec will cost before it runs (``lpa experiment SPEC --plan``), and what it can detect.
+
+The workload is counted from the spec itself -- training steps per cell, the prompts each attack makes
+from each benchmark (templates multiply them), the MMLU questions, and the checkpoint-selection
+evaluations every ``selection.every`` steps -- and multiplied by unit times: seconds per training step
+(with and without the LAT attacker) and per generated answer.  Unit times come from the spec's
+``plan`` block when given there, else they are measured from finished cells (``cell.json`` costs) under
+the spec's folder and ``plan.measured_from``; every figure says which.  The design's smallest
+detectable ASR difference (:func:`lpa.experiments.power.min_detectable_difference`) is printed beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lpa.experiments.spec import ExperimentSpec, suite_for
+
+LOGLIK_COST = 0.25  # one log-likelihood MMLU question ~ a quarter of a generated answer (one forward, no decode)
+MDE_GOAL = 0.15
+
+
+@dataclass
+class Units:
+    """Seconds per LAT step, per step without the attacker, and per generated answer, with their source."""
+
+    lat_step_s: float | None = None
+    plain_step_s: float | None = None
+    generation_s: float | None = None
+    source: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CellWork:
+    model: str
+    method: str
+    seed: str
+    steps: int
+    adversarial: bool
+    eval_generations: float
+    selection_generations: float
+    seconds: float | None
+
+
+def measured_units(folders: list[Path]) -> dict[str, Units]:
+    """Unit times per model from the costs of finished cells (medians; cells that re-used cached answers skipped)."""
+    lat: dict[str, list[float]] = defaultdict(list)
+    plain: dict[str, list[float]] = defaultdict(list)
+    gen: dict[str, list[float]] = defaultdict(list)
+    for folder in folders:
+        for marker in sorted(Path(folder).glob("*/*/seed-*/cell.json")):
+            try:
+                record = json.loads(marker.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            cost, model = record.get("cost") or {}, record.get("model")
+            steps = cost.get("steps_done") or 0
+            if steps and cost.get("train_wall_s"):
+                adversarial = cost.get("fwd_bwd_passes", 0) > steps * 3  # the attacker adds K passes per step
+                (lat if adversarial else plain)[model].append(cost["train_wall_s"] / steps)
+            answers = generated_answers(record.get("rows") or [])
+            if answers and cost.get("eval_wall_s", 0) > 0.5 * answers:  # mostly computed, not read from a cache
+                gen[model].append(cost["eval_wall_s"] / answers)
+    out: dict[str, Units] = {}
+    for model in set(lat) | set(plain) | set(gen):
+        units = Units()
+        for name, values in (("lat_step_s", lat[model]), ("plain_step_s", plain[model]), ("generation_s", gen[model])):
+            if values:
+                setattr(units, name, statistics.median(values))
+                units.source[name] = f"measured (median of {len(values)} finished cells)"
+        out[model] = units
+    return out
+
+
+def generated_answers(rows: list[dict[str, Any]]) -> float:
+    """Answers a cell generated, from its result rows: coherence rows count every answer; MMLU by its method."""
+    answers = sum(r.get("n") or 0 for r in rows if r.get("metric") == "template_leak_rate")
+    for r in rows:
+        if r.get("metric") == "accuracy" and r.get("judge") in ("generate", "loglik"):
+            answers += (r.get("n") or 0) * (1.0 if r["judge"] == "generate" else LOGLIK_COST)
+    return answers
+
+
+def units_for(spec: ExperimentSpec, model: str, measured: dict[str, Units]) -> Units:
+    """The spec's given unit times over the measured ones; a step without the attacker defaults to a fraction."""
+    units = measured.get(model, Units())
+    units = Units(units.lat_step_s, units.plain_step_s, units.generation_s, dict(units.source))
+    given = f"given in the spec's plan block ({spec.plan.measured_on or 'source not stated'})"
+    if model in spec.plan.step_s:
+        units.lat_step_s, units.source["lat_step_s"] = spec.plan.step_s[model], given
+    if model in spec.plan.generation_s:
+        units.generation_s, units.source["generation_s"] = spec.plan.generation_s[model], given
+    if units.plain_step_s is None and units.lat_step_s is not None:
+        units.plain_step_s = units.lat_step_s * spec.plan.non_adversarial_step_fraction
+        units.source["plain_step_s"] = f"{spec.plan.non_adversarial_step_fraction:g} x the LAT step"
+    return units
+
+
+def suite_generations(suite: Any) -> tuple[float, dict[str, int], list[str]]:
+    """(answers one evaluation generates, harmful test prompts per benchmark, attacks whose cost is unknown)."""
+    from lpa.eval.preflight import prepare_suite
+
+    prepared = prepare_suite(suite)
+    total, harmful, unknown = 0.0, {}, []
+    for bench, samples in prepared.benchmarks:
+        name = samples[0].benchmark if samples else bench.name
+        harmful[name] = sum(s.label == "harmful" for s in samples)
+        for attack in prepared.attacks:
+            scope = suite.attack_benchmarks.get(attack.name)
+            if scope is not None and bench.name not in scope:
+                continue
+            if attack.needs_model:
+                unknown.append(attack.name)
+                continue
+            total += sum(len(attack.transform(s)) for s in samples)
+    if suite.utility is not None:
+        total += suite.utility.n * sum(1.0 if m == "generate" else LOGLIK_COST for m in suite.utility.methods)
+    return total, harmful, sorted(set(unknown))
+
+
+def selection_evaluations(steps: int, every: int) -> int:
+    """Steps evaluated: 0, every ``every`` steps, and the last."""
+    return len({0, steps, *range(every, steps + 1, every)})
+
+
+def plan(spec: ExperimentSpec) -> tuple[list[CellWork], list[str]]:
+    """Every cell's workload and estimated seconds, plus notes (unit sources, what could not be estimated)."""
+    from lpa.experiments.cells import cells, train_config
+    from lpa.training.base import METHODS
+
+    folders = [spec.out_dir, *(Path(p) for p in spec.plan.measured_from)]
+    measured = measured_units([f for f in folders if f.is_dir()])
+    notes: list[str] = []
+    evals: dict[str, tuple[float, dict[str, int], list[str]]] = {}
+    selection_cost = 0.0
+    if spec.selection is not None:
+        from lpa.training.selection import selection_suites
+
+        harmful, borderline = selection_suites(spec.selection, [], spec.data_dir)
+        selection_cost = suite_generations(harmful)[0] + suite_generations(borderline)[0]
+    work = []
+    for cell in cells(spec):
+        suite = suite_for(spec, cell.entry)
+        key = json.dumps(suite.model_dump(mode="json"), sort_keys=True)
+        if key not in evals:
+            evals[key] = suite_generations(suite)
+            if evals[key][2]:
+                notes.append(f"{cell.entry.name}: optimiser attacks {', '.join(evals[key][2])} are not in the estimate")
+        answers = evals[key][0]
+        steps, adversarial, selection = 0, False, 0.0
+        if cell.entry.trains:
+            config = train_config(spec, cell, spec.out_dir / "_plan")
+            steps, adversarial = config.steps, METHODS.get(config.method).adversarial
+            if config.selection.enabled:
+                selection = selection_evaluations(steps, config.selection.every) * selection_cost
+        units = units_for(spec, cell.model, measured)
+        step_s = units.lat_step_s if adversarial else units.plain_step_s
+        seconds = None
+        if units.generation_s is not None and (steps == 0 or step_s is not None):
+            seconds = steps * (step_s or 0.0) + (answers + selection) * units.generation_s
+        work.append(CellWork(cell.model, cell.entry.name, "all" if cell.seed is None else str(cell.seed), steps,
+                             adversarial, answers, selection, seconds))
+    for model in spec.models:
+        units = units_for(spec, model, measured)
+        for name in ("lat_step_s", "plain_step_s", "generation_s"):
+            value = getattr(units, name)
+            notes.append(f"{model}: {name} = " + (f"{value:.2f} s, {units.source[name]}" if value is not None else
+                                                   "unknown (no finished cell, not given in plan.*): cells left out"))
+    return work, list(dict.fromkeys(notes))
+
+
+def mde_lines(spec: ExperimentSpec) -> list[str]:
+    """The smallest detectable ASR difference per harmful test benchmark and pooled over them, one seed and pooled."""
+    from lpa.experiments.cells import suite_for
+    from lpa.experiments.power import min_detectable_difference
+
+    _, harmful, _ = suite_generations(suite_for(spec))
+    harmful = {k: v for k, v in harmful.items() if v}
+    seeds = len(spec.seeds)
+    lines = []
+    pooled_benchmarks = [("all harmful test prompts", sum(harmful.values()))] if len(harmful) > 1 else []
+    for name, n in [*sorted(harmful.items()), *pooled_benchmarks]:
+        one, pooled = min_detectable_difference(n), min_detectable_difference(n * seeds)
+        verdict = "meets" if pooled <= MDE_GOAL else "misses"
+        lines.append(f"{name}: n={n}; MDE {one:.3f} (one seed), {pooled:.3f} ({seeds} seeds pooled) -- {verdict} the "
+                     f"goal <= {MDE_GOAL}")
+    return lines
+
+
+def format_plan(spec: ExperimentSpec, work: list[CellWork], notes: list[str]) -> str:
+    """The plan as text: per model x method, the totals, the unit sources and the MDE."""
+    from lpa.report.tables import markdown_table
+
+    grouped: dict[tuple[str, str], list[CellWork]] = defaultdict(list)
+    for w in work:
+        grouped[(w.model, w.method)].append(w)
+    body = []
+    for (model, method), ws in grouped.items():
+        secs = [w.seconds for w in ws]
+        known = None if any(s is None for s in secs) else sum(secs)  # type: ignore[arg-type]
+        body.append([model, method, str(len(ws)), str(ws[0].steps), "LAT" if ws[0].adversarial else "-",
+                     f"{ws[0].eval_generations:.0f}", f"{ws[0].selection_generations:.0f}",
+                     "?" if known is None else f"{known / 3600:.1f}"])
+    total = [w.seconds for w in work]
+    known_total = sum(s for s in total if s is not None)
+    missing = sum(s is None for s in total)
+    lines = [f"Plan for {spec.name!r}: {len(work)} cells -> {spec.out_dir}",
+             markdown_table(["model", "method", "cells", "steps", "attacker", "answers / eval",
+                             "answers / selection", "hours (all cells)"], body),
+             f"Total: {known_total / 3600:.1f} hours of compute on the measured hardware"
+             + (f", plus {missing} cell(s) with unknown unit times" if missing else "") + ".",
+             "Unit times:", *(f"  - {n}" for n in notes),
+             "Smallest detectable ASR difference (alpha 0.05, power 0.8, two-proportion normal approximation; "
+             "conservative for paired tests):", *(f"  - {line}" for line in mde_lines(spec))]
+    return "\n".join(lines)
+
+
+__all__ = ["CellWork", "Units", "format_plan", "generated_answers", "measured_units", "mde_lines", "plan",
+           "selection_evaluations", "suite_generations"]

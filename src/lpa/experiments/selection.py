@@ -1,0 +1,127 @@
+"""Checkpoint selection across a study: the split check, each cell's chosen step, the report section and plots.
+
+Every trained cell of a spec with a ``selection:`` block is trained with the same block
+(:func:`lpa.experiments.cells.train_config`), so every method -- LPA and each baseline -- gets the same
+chance to stop at its best step.  Before anything runs, :func:`selection_problems` proves the
+selection split disjoint from the prompts the study reports on (by behaviour, as the ``heldout``
+benchmark groups them); the report names, per cell, the step kept and which split chose and which measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lpa.experiments.spec import ExperimentSpec, suite_for
+from lpa.report.tables import markdown_table
+
+
+def _labels(specs: Sequence[Any]) -> list[str]:
+    out = []
+    for spec in specs:
+        if isinstance(spec, str):
+            out.append(spec)
+            continue
+        args = {k: v for k, v in (spec.get("args") or {}).items() if k != "data_dir"}
+        out.append(f"{spec['name']}({', '.join(f'{k}={v}' for k, v in sorted(args.items()))})" if args else spec["name"])
+    return out
+
+
+def selection_problems(spec: ExperimentSpec) -> list[str]:
+    """Selection prompts that are also test prompts (same behaviour group), as problems; empty when disjoint."""
+    if spec.selection is None:
+        return []
+    from lpa.eval.preflight import suite_problems
+    from lpa.eval.suite import EvalSuite
+    from lpa.training.selection import selection_suites
+
+    chose = selection_suites(spec.selection, [], spec.data_dir)
+    problems = [f"selection split: {p}" for suite in chose for p in suite_problems(suite)]
+    if problems:
+        return problems
+    selection = _groups(chose)
+    test_suites = [suite_for(spec, entry) for entry in spec.methods]
+    test = _groups([EvalSuite.model_validate({**s.model_dump(mode="json"), "utility": None}) for s in test_suites])
+    overlap = sorted(selection & test, key=lambda g: g[1])
+    if overlap:
+        shown = "; ".join(f"{bench}: {group[:50]!r}" for bench, group in overlap[:3])
+        problems.append(f"selection split shares {len(overlap)} behaviour(s) with the eval suite ({shown}); split one "
+                        "benchmark with `heldout` (part: selection / part: test, same seed) or use another source")
+    return problems
+
+
+def _groups(suites: Sequence[Any]) -> set[tuple[str, str]]:
+    """(label, behaviour group) of every harmful or borderline prompt of ``suites`` (labels compared separately)."""
+    from lpa.eval.benchmarks.heldout import behaviour_group
+    from lpa.eval.preflight import prepare_suite
+
+    out = set()
+    for suite in suites:
+        for _bench, samples in prepare_suite(suite).benchmarks:
+            out |= {(s.label, behaviour_group(s)) for s in samples}
+    return out
+
+
+def cell_selection(summary: dict[str, Any], train_dir: Path, eval_meta: dict[str, Any]) -> dict[str, Any]:
+    """A cell record's ``selection``: the step kept, why, which split chose and which measured, and the curve."""
+    from lpa.training.selection import read_curve
+
+    measured = _labels((eval_meta.get("suite") or {}).get("benchmarks") or [])
+    keep = ("step", "reason", "selective_window", "qualifying", "rule", "chose_on", "attacks", "judge", "evaluated_steps")
+    return {**{k: summary.get(k) for k in keep}, "measured_on": measured,
+            "curve": [{k: v for k, v in r.items() if k != "key"} for r in read_curve(train_dir)]}
+
+
+def selection_section(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> str:
+    """The report's table of chosen steps, with the rule and the two splits stated."""
+    chosen = [r for r in records if r.get("selection")]
+    if spec.selection is None and not chosen:
+        return "_no checkpoint selection in this spec (trained cells report their last or guard-kept step)_"
+    if not chosen:
+        return "_no finished cell with checkpoint selection yet_"
+    first = chosen[0]["selection"]
+    head = [f"Rule: {first.get('rule')}.",
+            f"Chosen on (selection split): {', '.join(first.get('chose_on') or [])} under "
+            f"{', '.join(first.get('attacks') or [])}, judge {first.get('judge')}.",
+            f"Measured on (test split, every table above): {', '.join(first.get('measured_on') or [])}."]
+    body = []
+    for r in sorted(chosen, key=lambda r: (r["model"], r["method"], str(r["seed"]))):
+        sel = r["selection"]
+        row = next((c for c in sel.get("curve") or [] if c["step"] == sel["step"]), {})
+        body.append([r["model"], r["method"], str(r["seed"]), str(sel["step"]),
+                     ", ".join(map(str, sel.get("evaluated_steps") or [])), "yes" if sel.get("selective_window") else "no",
+                     _f(row.get("asr")), _f(row.get("borderline_refusal")), _f(row.get("utility")), str(sel.get("reason"))])
+    table = markdown_table(["model", "method", "seed", "kept step", "evaluated steps", "selective window",
+                            "selection ASR", "borderline refusal", "utility probe", "why"], body)
+    return "\n\n".join([" ".join(head), table])
+
+
+def _f(value: Any) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def selection_plots(records: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
+    """One selection curve per trained cell (model, method, seed), the kept step marked."""
+    from lpa.report.plots import selection_curve
+
+    paths = []
+    for r in records:
+        sel = r.get("selection")
+        if not sel or not sel.get("curve"):
+            continue
+        name = f"selection_{_slug(r['model'])}_{r['method']}_seed-{r['seed']}.png"
+        path = selection_curve(sel["curve"], folder / name, chosen=sel["step"],
+                               title=f"{r['model']} · {r['method']} · seed {r['seed']}: kept step {sel['step']}")
+        if path is not None:
+            paths.append(path)
+    return paths
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+__all__ = ["cell_selection", "selection_plots", "selection_problems", "selection_section"]

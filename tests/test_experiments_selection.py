@@ -1,0 +1,107 @@
+"""Checkpoint selection in experiment specs: the same rule for every cell, disjoint splits, the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lpa.errors import LpaError
+from lpa.experiments import ExperimentSpec, run_experiment
+from lpa.experiments.cells import cell_key, cells, train_config
+from lpa.testing import tiny_model, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny") / "ckpt"
+    tiny_model("llama").save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+def _selection(tmp_path, harmful_part="selection"):
+    mmlu = tmp_path / "mmlu.jsonl"
+    mmlu.write_text("".join(json.dumps({"question": f"Q{i}?", "answer_a": "a", "answer_b": "b", "answer_c": "c",
+                                        "answer_d": "d", "correct_answer": "A"}) + "\n" for i in range(3)))
+    split = {"of": {"name": "smoke", "args": {"subset": "harmful"}}, "part": harmful_part, "selection": 4}
+    return {"every": 1, "harmful": [{"name": "heldout", "args": split}], "attacks": ["refusal-suppression"],
+            "borderline": [{"name": "heldout", "args": {"of": {"name": "smoke", "args": {"subset": "benign"}},
+                                                        "part": "selection", "selection": 3}}],
+            "judge": "keyword", "utility_n": 3, "utility_file": str(mmlu), "max_new_tokens": 3}
+
+
+def _spec(tiny_dir, tmp_path, **over):
+    test_split = {"of": {"name": "smoke", "args": {"subset": "harmful"}}, "part": "test", "selection": 4, "limit": 3}
+    data = dict(
+        name="sel", out=str(tmp_path / "exp"), models=[tiny_dir], seeds=[0], device="cpu", reference=None,
+        methods=[{"name": "base"},
+                 {"name": "sft", "method": "sft", "traits": "big-five",
+                  "train": {"steps": 2, "batch_size": 2, "guard": {"every": 0}, "progress": False,
+                            "lora": {"r": 2, "alpha": 4}, "benign": {"batch_size": 2}}}],
+        eval={"benchmarks": [{"name": "heldout", "args": test_split}], "attacks": ["direct"], "judges": ["keyword"],
+              "generation": {"max_new_tokens": 3}, "bootstrap": 0},
+        analyses={"overlap": False}, selection=_selection(tmp_path))
+    return ExperimentSpec.model_validate({**data, **over})
+
+
+def test_every_trained_cell_gets_the_specs_selection_and_the_report_names_the_step(tiny_dir, tmp_path):
+    spec = _spec(tiny_dir, tmp_path)
+    sft = next(c for c in cells(spec) if c.entry.trains)
+    config = train_config(spec, sft, tmp_path / "cell")
+    assert config.selection.enabled and config.selection.every == 1
+    without = spec.model_copy(update={"selection": None})
+    base = next(c for c in cells(spec) if not c.entry.trains)
+    assert cell_key(spec, base) == cell_key(without, base)  # untrained cells keep their keys
+    assert cell_key(spec, sft) != cell_key(without, sft)
+    result = run_experiment(spec, progress=False)
+    record = next(r for r in result.records if r["method"] == "sft")
+    sel = record["selection"]
+    assert [c["step"] for c in sel["curve"]] == [0, 1, 2] and sel["step"] in (0, 1, 2)
+    assert sel["chose_on"][0].startswith("heldout(") and "part=test" in sel["measured_on"][0]
+    report = result.report.read_text()
+    assert "Checkpoint selection" in report and "Chosen on (selection split)" in report and "kept step" in report
+    assert list((spec.report_root / "plots").glob("selection_*_sft_seed-0.png"))
+
+
+def test_overlapping_splits_and_test_attacks_are_refused_before_any_work(tiny_dir, tmp_path):
+    from lpa.experiments.grid import check_experiment
+
+    overlapping = _spec(tiny_dir, tmp_path, selection=_selection(tmp_path, harmful_part="test"))
+    with pytest.raises(LpaError, match="shares .* behaviour"):
+        check_experiment(overlapping)
+    assert not (tmp_path / "exp").exists()
+    with pytest.raises(ValueError, match="also test attacks"):
+        _spec(tiny_dir, tmp_path, eval={"benchmarks": ["smoke"], "attacks": ["direct", "refusal-suppression"]})
+
+
+def test_plan_counts_the_workload_and_uses_the_given_unit_times(tiny_dir, tmp_path):
+    from lpa.experiments.plan import format_plan, plan, selection_evaluations
+
+    spec = _spec(tiny_dir, tmp_path, plan={"step_s": {tiny_dir: 10.0}, "generation_s": {tiny_dir: 0.5},
+                                          "measured_on": "test"})
+    work, notes = plan(spec)
+    base = next(w for w in work if w.method == "base")
+    sft = next(w for w in work if w.method == "sft")
+    assert base.eval_generations == 3 and base.seconds == 3 * 0.5  # 3 test prompts, asked directly
+    # selection at steps 0, 1, 2: 4 harmful x refusal-suppression + 3 borderline + 3 MMLU by generation
+    assert selection_evaluations(2, 1) == 3 and sft.selection_generations == 3 * (4 + 3 + 3)
+    assert sft.seconds == 2 * 10.0 * 0.35 + (3 + 30) * 0.5  # sft has no attacker: the plain-step fraction
+    text = format_plan(spec, work, notes)
+    assert "given in the spec's plan block (test)" in text and "MDE" in text and "misses the goal" in text
+
+
+def test_shipped_1_5b_spec_has_disjoint_splits_and_meets_the_mde_goal(data_dir):
+    from pathlib import Path
+
+    from lpa.experiments import load_spec
+    from lpa.experiments.plan import mde_lines
+    from lpa.experiments.selection import selection_problems
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "experiments" / "scale-1.5b.yaml",
+                     [f"data_dir={data_dir}"])
+    assert "qwen2.5-coder-1.5b" in spec.models and len(spec.seeds) == 3
+    assert {"base", "lpa", "sft", "lat-harmful", "ablate-irrelevant", "ablate-inverted"} == {m.name for m in spec.methods}
+    assert selection_problems(spec) == []
+    pooled = mde_lines(spec)[-1]
+    assert pooled.startswith("all harmful test prompts: n=80") and "meets the goal" in pooled
