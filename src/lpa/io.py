@@ -262,7 +262,8 @@ class JsonlCache:
                  lock: bool = True) -> None:
         self.path, self.kind, self.run_key = Path(path), kind, run_key
         self.key_of: Callable[[dict[str, Any]], str] = (lambda row: str(row[key])) if isinstance(key, str) else key
-        self._lock = run_lock(self.path) if lock else contextlib.nullcontext()
+        self._lock: contextlib.AbstractContextManager[None] | None = (
+            run_lock(self.path) if lock else contextlib.nullcontext())
         self._lock.__enter__()
         try:
             if not self.path.is_dir():

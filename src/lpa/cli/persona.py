@@ -361,7 +361,7 @@ def lens_cmd(
         samples += [s for s in bench.load() if s.label == "harmful"]
     complied = judge_compliance(judge, samples)  # an unknown judge fails before the model loads
     lm, tok = load_model(model, adapter=adapter, device=device, dtype=dtype)
-    report = lens(lm, tok, vec, [s.messages or s.prompt for s in samples],
+    report = lens(lm, tok, vec, [s.messages or s.prompt or "" for s in samples],
                   _settings(max_new_tokens=max_new_tokens, batch_size=batch_size), n_random=random_baselines,
                   complied=complied, compliance_judge=judge)
     report["benchmarks"], report["adapter"] = benchmarks, adapter

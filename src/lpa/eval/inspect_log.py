@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lpa.report.judges import kappa_note
 
@@ -121,7 +121,7 @@ def _sample(identity: Any, cell: LogCell, sample: Any, gen: Any, key: str, judge
 
     sent = _messages(to_messages(list(gen.messages or sample.as_messages()), cell.system))
     answer = (gen.prefill or "") + (gen.text or "")
-    stop = "max_tokens" if getattr(gen, "finish_reason", None) == "length" else "stop"
+    stop: Literal["max_tokens", "stop"] = "max_tokens" if getattr(gen, "finish_reason", None) == "length" else "stop"
     output = ModelOutput.from_content(identity.model, answer, stop_reason=stop)
     prompt_tokens, completion_tokens = getattr(gen, "prompt_tokens", None), getattr(gen, "completion_tokens", None)
     if prompt_tokens is not None and completion_tokens is not None:
@@ -154,7 +154,7 @@ def _messages(messages: Sequence[dict[str, Any]]) -> list[Any]:
     from inspect_ai.model import ChatMessageAssistant, ChatMessageSystem, ChatMessageUser
 
     kinds = {"system": ChatMessageSystem, "user": ChatMessageUser, "assistant": ChatMessageAssistant}
-    return [kinds.get(m.get("role"), ChatMessageUser)(content=str(m.get("content", ""))) for m in messages]
+    return [kinds.get(str(m.get("role")), ChatMessageUser)(content=str(m.get("content", ""))) for m in messages]
 
 
 def _score(verdict: dict[str, Any], answer: str) -> Any:

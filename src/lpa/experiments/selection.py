@@ -56,7 +56,7 @@ def _groups(suites: Sequence[Any]) -> set[tuple[str, str]]:
     from lpa.eval.benchmarks.heldout import behaviour_group
     from lpa.eval.preflight import prepare_suite
 
-    out = set()
+    out: set[tuple[str, str]] = set()
     for suite in suites:
         for _bench, samples in prepare_suite(suite).benchmarks:
             out |= {(s.label, behaviour_group(s)) for s in samples}
@@ -88,7 +88,7 @@ def selection_section(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -
     body = []
     for r in sorted(chosen, key=lambda r: (r["model"], r["method"], str(r["seed"]))):
         sel = r["selection"]
-        row = next((c for c in sel.get("curve") or [] if c["step"] == sel["step"]), {})
+        row: dict[str, Any] = next((c for c in sel.get("curve") or [] if c["step"] == sel["step"]), {})
         body.append([r["model"], r["method"], str(r["seed"]), str(sel["step"]),
                      ", ".join(map(str, sel.get("evaluated_steps") or [])), "yes" if sel.get("selective_window") else "no",
                      _f(row.get("asr")), _f(row.get("borderline_refusal")), _f(row.get("utility")), str(sel.get("reason"))])

@@ -39,15 +39,17 @@ class SelectionSettings(_Strict):
     enabled: bool = Field(False, description="Evaluate the adapter every `every` steps and keep the chosen step.")
     every: int = Field(4, ge=1, description="Evaluate every N steps (also before step 1 and at the last step).")
     harmful: list[SelectionPluginSpec] = Field(
-        default_factory=lambda: [{"name": "heldout", "args": {"of": "advbench", "part": "selection", "selection": 32}}],
+        default_factory=lambda: list[SelectionPluginSpec](
+            [{"name": "heldout", "args": {"of": "advbench", "part": "selection", "selection": 32}}]),
         description="Harmful selection requests: benchmarks disjoint by behaviour from the test split (default: the "
         "selection part of a seeded AdvBench split; its test part and HarmBench are free for testing).")
     attacks: list[SelectionPluginSpec] = Field(
-        default_factory=lambda: ["refusal-suppression", "past-tense"],
+        default_factory=lambda: list[SelectionPluginSpec](["refusal-suppression", "past-tense"]),
         description="Held-in attacks on the harmful selection requests; never a study's test attacks.")
     borderline: list[SelectionPluginSpec] = Field(
-        default_factory=lambda: [{"name": "heldout", "args": {"of": {"name": "xstest", "args": {"subset": "safe"}},
-                                                              "part": "selection", "selection": 24}}],
+        default_factory=lambda: list[SelectionPluginSpec](
+            [{"name": "heldout", "args": {"of": {"name": "xstest", "args": {"subset": "safe"}},
+                                          "part": "selection", "selection": 24}}]),
         description="Borderline-safe prompts asked directly (over-refusal), disjoint from the test split.")
     judge: SelectionPluginSpec = Field("cascade", description="Judge of the selection answers.")
     utility_n: int = Field(40, ge=0, description="MMLU questions answered by generation (the collapse-exposing "

@@ -52,15 +52,14 @@ def split_groups(samples: list[Sample], selection: int | float, seed: int) -> tu
 
 
 @register_benchmark
-class Heldout(Benchmark):
+class Heldout(Benchmark[HeldoutArgs]):
     name = "heldout"
     description = "One part (selection | test) of a seeded split of another benchmark by behaviour (disjoint parts)."
-    Args = HeldoutArgs
 
     def inner(self) -> Benchmark:
         from lpa.plugins import create
 
-        args: HeldoutArgs = self.args  # type: ignore[assignment]
+        args = self.args
         spec = args.of
         given = spec.get("args", {}) if isinstance(spec, dict) else {}
         extra = {"data_dir": args.data_dir} if args.data_dir and "data_dir" not in given else {}
@@ -69,7 +68,7 @@ class Heldout(Benchmark):
         return create(BENCHMARKS, spec, **extra)
 
     def samples(self) -> list[Sample]:
-        args: HeldoutArgs = self.args  # type: ignore[assignment]
+        args = self.args
         inner = self.inner()
         everything = inner.load()[args.skip:]
         self.data_files.extend(inner.data_files)
