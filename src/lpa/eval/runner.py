@@ -230,7 +230,10 @@ def write_results(results: Results) -> None:
     if report.is_file():
         from lpa.io import atomic_write_text
 
-        atomic_write_text(report, report.read_text(encoding="utf-8").rstrip("\n") + "\n" + _provenance(results.meta))
+        from lpa.eval.per_template import template_section
+
+        atomic_write_text(report, report.read_text(encoding="utf-8").rstrip("\n") + "\n"
+                          + template_section(results.out_dir) + _provenance(results.meta))
 
 
 def _provenance(meta: dict[str, Any]) -> str:

@@ -203,4 +203,7 @@ def paired_report(base_dir: str | Path, other_dirs: Sequence[str | Path], n_boot
                   "base-only/other-only", "McNemar p", "Holm p (per judge)"]
         parts.append(f"### {name} vs {names[0]} (paired on the same behaviours)\n\n"
                      + markdown_table(header, body))
-    return "\n\n".join(parts)
+    from lpa.eval.per_template import template_paired_report
+
+    per_template = template_paired_report(base_dir, other_dirs)
+    return "\n\n".join([*parts, per_template] if per_template else parts)

@@ -40,6 +40,7 @@ ATTACKS: Registry[type[Attack]] = Registry(
         "lpa.eval.attacks.embedding_pgd",
         "lpa.eval.attacks.gcg",
         "lpa.eval.attacks.pair",
+        "lpa.eval.attacks.in_the_wild",
     ],
 )
 
