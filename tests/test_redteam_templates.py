@@ -109,7 +109,12 @@ def test_in_the_wild_unknown_ids_fail_before_compute(tmp_path):
 
 
 def test_per_template_rates_and_paired_tests(tmp_path):
-    from lpa.eval.per_template import template_outcomes, template_paired_report, template_rates, template_section
+    from lpa.eval.per_template import (
+        template_outcomes,
+        template_paired_report,
+        template_rates,
+        template_section,
+    )
 
     def run(folder: Path, answered: dict[tuple[str, int], bool]) -> Path:
         folder.mkdir()

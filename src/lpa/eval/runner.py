@@ -228,9 +228,8 @@ def write_results(results: Results) -> None:
     write_report(results.out_dir, examples=results.meta["suite"].get("examples", 0))
     report = results.out_dir / "report.md"
     if report.is_file():
-        from lpa.io import atomic_write_text
-
         from lpa.eval.per_template import template_section
+        from lpa.io import atomic_write_text
 
         atomic_write_text(report, report.read_text(encoding="utf-8").rstrip("\n") + "\n"
                           + template_section(results.out_dir) + _provenance(results.meta))
