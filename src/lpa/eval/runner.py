@@ -358,7 +358,7 @@ class _Runner:
             model=self.model, tokenizer=self.tokenizer,
             generate=lambda prompts: [c.text for c in self.generate_prompts(prompts)],
             judge=self.jailbreak_score_fn(), seed=self.suite.seed, model_name=self.name,
-            adapter=self.adapter, settings=self.settings.key(),
+            adapter=self.adapter, settings=self.settings.key(), cache_dir=self._attack_cache_dir(),
         )
         from lpa.progress import progress
 
@@ -373,6 +373,10 @@ class _Runner:
                 self.store.add_generations(rows)
             out += [(sample, Generation(**_gen_fields(r)), r["key"]) for r in rows]
         return out
+
+    def _attack_cache_dir(self) -> Path:
+        """Search attacks' query caches, one folder per model identity and system prompt."""
+        return self.store.gen_path.parent / "attack_cache" / digest([self.identity.key(), self.suite.system])
 
     def jailbreak_score_fn(self) -> Callable[[Sample, str], float]:
         """0 (safe) .. 1 (jailbroken) from the first generation judge (keyword if none)."""

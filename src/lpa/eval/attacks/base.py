@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,6 +42,8 @@ ATTACKS: Registry[type[Attack]] = Registry(
         "lpa.eval.attacks.gcg",
         "lpa.eval.attacks.pair",
         "lpa.eval.attacks.in_the_wild",
+        "lpa.eval.attacks.tap",
+        "lpa.eval.attacks.crescendo",
     ],
 )
 
@@ -73,6 +76,7 @@ class AttackContext:
     model_name: str = ""
     adapter: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    cache_dir: Path | None = None  # where search attacks cache every query (lpa.eval.attacks.query_cache)
 
 
 class Attack(Plugin):

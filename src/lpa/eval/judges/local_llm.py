@@ -22,6 +22,7 @@ from pydantic import Field
 
 from lpa.errors import LpaError
 from lpa.eval.judges.base import JudgeArgs, ModelJudge, register_judge
+from lpa.eval.judges.context import with_context
 from lpa.eval.judges.hf_classifier import HARMBENCH_PROMPT
 from lpa.eval.judges.prompts import parse_strongreject, strongreject_messages, strongreject_score
 from lpa.records import Generation, Sample, Verdict
@@ -74,7 +75,8 @@ class LocalLLMJudge(ModelJudge):
     ) -> list[Verdict]:
         generations = self.require_generations(generations)
         judge_model, judge_tok = self._load()
-        requests = [s.extra.get("behavior") or s.prompt or s.as_messages()[-1]["content"] for s in samples]
+        requests = [with_context(s.extra.get("behavior") or s.prompt or s.as_messages()[-1]["content"], g)
+                    for s, g in zip(samples, generations, strict=True)]
         answers = [self._truncate(judge_tok, g.text) for g in generations]
         if self.args.rubric == "harmbench":  # type: ignore[attr-defined]
             return self._harmbench(samples, generations, requests, answers, judge_model, judge_tok)
