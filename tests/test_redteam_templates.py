@@ -11,6 +11,7 @@ from lpa.errors import LpaError
 from lpa.eval.attacks import ATTACKS, AttackContext
 from lpa.eval.attacks.in_the_wild import draw_order
 from lpa.eval.attacks.template import load_templates, split_slot_template
+from lpa.io import read_jsonl
 from lpa.plugins import create
 from lpa.records import Sample
 
@@ -136,3 +137,27 @@ def test_per_template_rates_and_paired_tests(tmp_path):
     assert "T0" in template_section(base)
     report = template_paired_report(base, [other])
     assert "in-the-wild[T0]" in report and "12/0" in report and "0/12" in report
+
+
+def test_in_the_wild_and_tap_through_the_runner_on_a_tiny_model(llama, tokenizer, tmp_path):
+    from lpa.eval.runner import evaluate_model
+    from lpa.eval.suite import EvalSuite
+
+    folder = write_corpus(tmp_path / "corpus", 4)
+    suite = EvalSuite(benchmarks=["smoke"], judges=["keyword"], limit=2, bootstrap=20,
+                      attacks=[f"in-the-wild:file={folder},k=2",
+                               "tap:attacker_model=target,depth=1,width=1,branching=1,attacker_max_tokens=4,"
+                               "prune_off_topic=false"],
+                      generation={"max_new_tokens": 3, "batch_size": 4})
+    run = tmp_path / "run"
+    results = evaluate_model(llama, tokenizer, suite, run)
+    gens = read_jsonl(run / "generations.jsonl")
+    wild = [g for g in gens if g["attack"] == "in-the-wild"]
+    assert len({(g["sample_id"], g["info"]["template"]) for g in wild}) == len(wild) >= 2
+    report = (run / "report.md").read_text(encoding="utf-8")
+    assert "Query cost of search attacks" in report and "| tap |" in report
+    assert (run / "attack_cache").is_dir()
+    assert {r["attack"] for r in results.rows} >= {"in-the-wild", "tap"}
+    before = len(gens)
+    evaluate_model(llama, tokenizer, suite, run)  # resumes: nothing generated again
+    assert len(read_jsonl(run / "generations.jsonl")) == before

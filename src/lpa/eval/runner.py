@@ -228,11 +228,11 @@ def write_results(results: Results) -> None:
     write_report(results.out_dir, examples=results.meta["suite"].get("examples", 0))
     report = results.out_dir / "report.md"
     if report.is_file():
-        from lpa.eval.per_template import template_section
+        from lpa.eval.attack_report import attack_sections
         from lpa.io import atomic_write_text
 
         atomic_write_text(report, report.read_text(encoding="utf-8").rstrip("\n") + "\n"
-                          + template_section(results.out_dir) + _provenance(results.meta))
+                          + attack_sections(results.out_dir) + _provenance(results.meta))
 
 
 def _provenance(meta: dict[str, Any]) -> str:
