@@ -44,6 +44,7 @@ ATTACKS: Registry[type[Attack]] = Registry(
         "lpa.eval.attacks.in_the_wild",
         "lpa.eval.attacks.tap",
         "lpa.eval.attacks.crescendo",
+        "lpa.eval.attacks.autodan",
     ],
 )
 
