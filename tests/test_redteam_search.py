@@ -151,3 +151,19 @@ def test_multi_turn_context_only_for_marked_generations():
 def test_new_attacks_are_created_by_name_and_round_trip(spec):
     attack = create(ATTACKS, spec)
     assert create(ATTACKS, attack.spec()).spec() == attack.spec()
+
+
+def test_attack_limit_runs_a_search_attack_on_the_first_requests_only(llama, tokenizer, tmp_path):
+    from lpa.eval.runner import evaluate_model
+    from lpa.eval.suite import EvalSuite
+    from lpa.io import read_jsonl
+
+    suite = EvalSuite(benchmarks=["smoke"], judges=["keyword"], limit=4, bootstrap=10,
+                      attacks=["direct", "crescendo:attacker_model=target,turns=1,backtracks=0,attacker_max_tokens=4,"
+                               "limit=2"], generation={"max_new_tokens": 3, "batch_size": 4})
+    evaluate_model(llama, tokenizer, suite, tmp_path / "run")
+    gens = read_jsonl(tmp_path / "run" / "generations.jsonl")
+    direct = [g["sample_id"] for g in gens if g["attack"] == "direct"]
+    crescendo = [g["sample_id"] for g in gens if g["attack"] == "crescendo"]
+    assert len(direct) == 4 and len(crescendo) == 2 and set(crescendo) <= set(direct)
+    assert all(g["info"]["multi_turn"] for g in gens if g["attack"] == "crescendo")

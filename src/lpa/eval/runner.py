@@ -184,7 +184,7 @@ def evaluate_model(
             scope = suite.attack_benchmarks.get(attack.name)
             if scope is not None and bench.name not in scope:
                 continue
-            gens = runner.generations(samples, attack, need_text)
+            gens = runner.generations(samples[: getattr(attack.args, "limit", None)], attack, need_text)
             if need_text:
                 texts = [g.text for _, g, _ in gens]
                 tokens = [g.completion_tokens for _, g, _ in gens]

@@ -39,6 +39,8 @@ class AttackerArgs(PluginArgs):
     attacker_backend: str = Field("hf", description="Generation backend for a local attacker_model (lpa.eval.backends).")
     attacker_max_tokens: int = Field(256, ge=1, description="Maximum tokens per attacker reply.")
     attacker_temperature: float = Field(1.0, ge=0, description="Attacker sampling temperature (0 = greedy).")
+    limit: int | None = Field(None, ge=1, description="Attack only the first N requests of each benchmark (a budget; "
+                                                       "the same N requests in every run, so comparisons stay paired).")
 
 
 class AttackerLM:
