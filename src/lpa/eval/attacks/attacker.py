@@ -26,6 +26,7 @@ from lpa.errors import LpaError
 from lpa.plugins import PluginArgs
 from lpa.records import Message
 
+_LOADED: dict[str, Any] = {}  # the last local attacker model loaded, by spec
 ChatFunction = Callable[[Sequence[Sequence[Message]], dict[str, Any]], list[str]]
 
 
@@ -110,9 +111,12 @@ class AttackerLM:
                 raise LpaError("attacker_model='target' needs the target's weights in process (the hf backend).")
             return HFBackend(*self._target)
         if self.args.attacker_backend == "hf":
-            from lpa.models import load_model
+            if spec not in _LOADED:  # search attacks run once per behaviour: load the attacker once per process
+                from lpa.models import load_model
 
-            return HFBackend(*load_model(spec))
+                _LOADED.clear()
+                _LOADED[spec] = HFBackend(*load_model(spec))
+            return _LOADED[spec]
         from lpa.models.loader import load_tokenizer
 
         try:
