@@ -161,3 +161,39 @@ def test_in_the_wild_and_tap_through_the_runner_on_a_tiny_model(llama, tokenizer
     before = len(gens)
     evaluate_model(llama, tokenizer, suite, run)  # resumes: nothing generated again
     assert len(read_jsonl(run / "generations.jsonl")) == before
+
+
+def test_folder_assets_are_verified_by_a_tree_sha256(tmp_path, monkeypatch):
+    import zipfile
+
+    from lpa import assets
+
+    wheel = tmp_path / "store" / "pyrit-0.1-py3-none-any.whl"
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("pyrit/datasets/jailbreak/templates/in_the_wild/a.yaml", pyrit_yaml("a", "X {{ prompt }}"))
+        archive.writestr("pyrit/datasets/jailbreak/templates/other.yaml", "not ours")
+
+    def download(requirements, dest):
+        dest.mkdir(parents=True, exist_ok=True)
+        target = dest / wheel.name
+        target.write_bytes(wheel.read_bytes())
+        return [target]
+
+    monkeypatch.setenv("LPA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(assets, "_download", download)
+    real = assets.ASSETS["in-the-wild"]
+    assert real.members == ("pyrit/datasets/jailbreak/templates/in_the_wild",) and real.sha256
+    reference = tmp_path / "ref"
+    reference.mkdir()
+    (reference / "a.yaml").write_text(pyrit_yaml("a", "X {{ prompt }}"), encoding="utf-8")
+    good = assets.Asset("toy-itw", "toy", ("pyrit==0.1",), real.members, "in_the_wild",
+                        sha256=assets._tree_sha256(reference))
+    monkeypatch.setitem(assets.ASSETS, good.name, good)
+    folder = assets.fetch_asset("toy-itw")
+    assert sorted(p.name for p in folder.iterdir()) == ["a.yaml"]  # only the in_the_wild folder is extracted
+    assert [t.id for t in load_templates(folder)] == ["a"]
+    bad = assets.Asset("toy-bad", "toy", ("pyrit==0.1",), real.members, "in_the_wild", sha256="0" * 64)
+    monkeypatch.setitem(assets.ASSETS, bad.name, bad)
+    with pytest.raises(LpaError, match="sha256"):
+        assets.fetch_asset("toy-bad")
