@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lpa.io import read_jsonl
 
@@ -45,7 +46,7 @@ def template_outcomes(run_dir: str | Path) -> dict[Key, float]:
     return out
 
 
-def template_rates(outcomes: dict[Key, float]) -> list[dict[str, object]]:
+def template_rates(outcomes: dict[Key, float]) -> list[dict[str, Any]]:
     """One row per benchmark x attack x judge x template: requests wrapped, answered, ASR."""
     cells: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
     for (bench, attack, judge, template, _), value in outcomes.items():
@@ -63,7 +64,7 @@ def template_section(run_dir: str | Path, top: int = 15) -> str:
     if not rows:
         return ""
     parts = ["", "## Per-template ASR (harmful requests; top templates per attack and judge)", ""]
-    groups: dict[tuple[object, object, object], list[dict[str, object]]] = defaultdict(list)
+    groups: dict[tuple[Any, Any, Any], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[(row["benchmark"], row["attack"], row["judge"])].append(row)
     for (bench, attack, judge), members in groups.items():
@@ -74,7 +75,7 @@ def template_section(run_dir: str | Path, top: int = 15) -> str:
 
 
 def paired_template_rows(a: dict[Key, float], b: dict[Key, float], n_boot: int = 2000,
-                         seed: int = 0) -> list[dict[str, object]]:
+                         seed: int = 0) -> list[dict[str, Any]]:
     """Per template, the two runs' ASR on the requests both wrapped with it, with McNemar's exact p."""
     from lpa.eval.stats import paired_rows
 

@@ -195,6 +195,7 @@ class AutoDAN(Attack):
     name = "autodan"
     description = "Hierarchical genetic algorithm over DAN-style prompts, fitness = target-string loss (white-box)."
     Args = AutoDANArgs
+    args: AutoDANArgs
     needs_model = True
     needs_weights = True
     attacker: AttackerLM | None = None  # set to plug in another rephrasing engine (tests)

@@ -93,6 +93,7 @@ class InTheWild(Attack):
     name = "in-the-wild"
     description = "Wrap each request in k human jailbreak templates drawn from the In-The-Wild corpus (any-of-k)."
     Args = InTheWildArgs
+    args: InTheWildArgs
     needs_model = True  # reads the tokenizer and context length to skip templates that would not fit
 
     def check(self) -> None:

@@ -89,6 +89,7 @@ class PAIR(Attack):
     name = "pair"
     description = "Attacker LLM iteratively rewrites the request from the target's answers and judge scores."
     Args = PAIRArgs
+    args: PAIRArgs
     needs_model = True
 
     def run(self, samples: Sequence[Sample], ctx: AttackContext) -> list[Generation]:

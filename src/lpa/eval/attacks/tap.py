@@ -113,6 +113,7 @@ class TAP(Attack):
     name = "tap"
     description = "Tree of attacks with pruning: branching attacker refinements, off-topic and score pruning."
     Args = TAPArgs
+    args: TAPArgs
     needs_model = True
     attacker: AttackerLM | None = None  # set to plug in another engine (tests, a shared attacker)
     evaluator: AttackerLM | None = None

@@ -153,6 +153,7 @@ class Template(Attack):
     name = "template"
     description = "Paste the request into human-style jailbreak templates (role-play, story, developer mode...)."
     Args = TemplateArgs
+    args: TemplateArgs
 
     def templates(self) -> list[JailbreakTemplate]:
         templates = list(load_templates(self.args.file or DEFAULT_TEMPLATES, self.args.placeholder))
