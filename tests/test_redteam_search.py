@@ -136,6 +136,8 @@ def test_crescendo_stops_backtracking_when_the_budget_is_spent():
     ctx, seen = target_ctx({})
     [gen] = attack.run([sample()], ctx)
     assert gen.attack_log["backtracks"] == 0 and len(seen) == 2 and gen.attack_log["stop"] == "budget"
+    # out of budget, the judged answer is the final turn's, with the whole conversation before it
+    assert [m["role"] for m in gen.messages] == ["user", "assistant", "user"] and gen.messages[-1]["content"] == "q2"
 
 
 def test_multi_turn_context_only_for_marked_generations():

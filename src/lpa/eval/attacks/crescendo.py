@@ -8,9 +8,10 @@ refusal), the attacker is told, and it tries a softer question; backtracks do no
 
 Each target answer is scored by the run's judge against the ORIGINAL request (not the innocuous
 question that produced it); the search stops at ``success_threshold``.  The returned generation
-holds every turn up to the best answer (``messages``), and its ``info.multi_turn`` tells judges to
+holds every turn up to the final answer (``messages``), and its ``info.multi_turn`` tells judges to
 read the earlier turns as context (:mod:`lpa.eval.judges.context`).  Every target and attacker
-query is cached per turn (:mod:`.query_cache`).  Published budget: 10 turns, 10 backtracks; CPU
+query is cached per turn (:mod:`.query_cache`).  The judged answer is the final one: the turn
+that succeeded, or the last turn when the budget ran out (earlier answers are in ``attack_log``).  Published budget: 10 turns, 10 backtracks; CPU
 specs use small ones.
 """
 
@@ -111,7 +112,7 @@ class Crescendo(Attack):
                                    {"role": "user", "content": FIRST_MESSAGE.format(turns=args.turns)}]
         conversation: list[Message] = []  # what the target sees: accepted turns only
         log: list[dict[str, Any]] = []
-        best: tuple[float, list[Message], str] | None = None
+        final: tuple[float, list[Message], str] | None = None
         turn, backtracks, step = 0, 0, 0
         start, before = time.monotonic(), attacker.queries
         stop = "budget"
@@ -132,8 +133,7 @@ class Crescendo(Attack):
             score = judge_score(ctx, sample, answer)  # against the original request, not the question
             log.append({"turn": turn, "question": question, "answer": answer, "score": score, "backtracked": False})
             conversation += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-            if best is None or score > best[0]:
-                best = (score, asked, answer)
+            final = (score, asked, answer)  # the last accepted turn: the success, or where the budget ran out
             turn += 1
             if score >= args.success_threshold:
                 stop = "success"
@@ -144,12 +144,11 @@ class Crescendo(Attack):
             dialogue += [{"role": "assistant", "content": reply},
                          {"role": "user", "content": NEXT_MESSAGE.format(
                              answer=answer[: args.reply_chars], score=score, turn=turn + 1, turns=args.turns)}]
-        if best is None:  # every question refused with no backtracks left cannot happen (turn < turns), but be safe
-            [answer] = cache.target(ctx, [AttackedPrompt(messages=sample.as_messages())])
-            best = (judge_score(ctx, sample, answer), sample.as_messages(), answer)
-        score, messages, answer = best
+        assert final is not None  # a turn is accepted at the latest once the backtracks are spent
+        score, messages, answer = final
         attack_log = {"turns": log, "queries": step, "attacker_queries": attacker.queries - before,
-                      "backtracks": backtracks, "best_score": score, "stop": stop,
+                      "backtracks": backtracks, "final_score": score,
+                      "best_score": max(t["score"] for t in log if not t["backtracked"]), "stop": stop,
                       "seconds": time.monotonic() - start, "attacker": attacker.describe()}
         prompt = AttackedPrompt(messages=messages, variant=0,
                                 info={"multi_turn": True, "turns": sum(m["role"] == "user" for m in messages)})
