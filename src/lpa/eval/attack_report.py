@@ -60,8 +60,35 @@ def query_section(run_dir: str | Path) -> str:
     return "\n".join(["", "## Query cost of search attacks", "", markdown_table(header, body), ""])
 
 
+def unvalidated_families(run_dir: str | Path, gold_path: str | Path | None = None) -> list[str]:
+    """Attacks in this run with no labelled answer in the gold set: no judge's kappa is known for them."""
+    import json
+
+    from lpa.eval.judges.gold import shipped_gold_path
+
+    results = Path(run_dir) / "results.json"
+    if not results.is_file():
+        return []
+    attacks = {a["name"] for a in json.loads(results.read_text(encoding="utf-8")).get("meta", {}).get("attacks", [])}
+    gold = Path(gold_path) if gold_path is not None else shipped_gold_path()
+    labelled = {r.get("attack") for r in read_jsonl(gold)} if gold.is_file() else set()
+    return sorted(a for a in attacks if a not in labelled)
+
+
+def judge_warning(run_dir: str | Path) -> str:
+    """A warning beside red-teaming numbers whose judges were never validated on that attack's answers."""
+    families = unvalidated_families(run_dir)
+    if not families:
+        return ""
+    return ("\n## WARNING: judges not validated on these attacks\n\n"
+            f"No labelled answer of {', '.join(f'`{f}`' for f in families)} is in the gold set, so no judge's "
+            "kappa is known for them. In-character (role-play) and multi-turn answers are where judges disagree "
+            "most: read these ASRs beside a second judge and the answers (`--examples`), and label some into the "
+            "gold set (docs/judging.md) before relying on them.\n")
+
+
 def attack_sections(run_dir: str | Path) -> str:
     """Everything this module adds to report.md ('' for runs without such attacks)."""
     from lpa.eval.per_template import template_section
 
-    return template_section(run_dir) + query_section(run_dir)
+    return judge_warning(run_dir) + template_section(run_dir) + query_section(run_dir)
