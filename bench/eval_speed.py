@@ -79,6 +79,14 @@ PUBLISHED_SIZES = {"harmbench": 240, "strongreject": 313, "jailbreakbench": 100,
                    "xstest": 450, "orbench": 1319, "advbench": 520, "smoke": 60}
 
 
+WORST_CASE_COMPLETIONS = {  # target + attacker (+ evaluator) completions per behaviour, budget fully spent
+    "tap": lambda a: a.depth * a.width * a.branching * 2 + a.depth * a.width,
+    "crescendo": lambda a: 2 * (a.turns + a.backtracks),
+    "autodan": lambda a: a.steps // a.check_every + int(a.mutation * a.population * a.steps),
+    "in-the-wild": lambda a: a.k or 488,
+}
+
+
 def estimate(args: argparse.Namespace) -> None:
     """Count the evaluation work of an experiment spec; hours from measured throughputs."""
     from lpa.config import build_config
@@ -107,6 +115,7 @@ def estimate(args: argparse.Namespace) -> None:
             if scope is not None and bench.name not in scope:
                 continue
             a = attack.args
+            n = min(size, getattr(a, "limit", None) or size)  # search attacks may take only the first N
             if attack.name == "gcg":
                 per = 1
                 seq = 80 + a.suffix_length  # prompt + suffix + target tokens, typical chat template
@@ -115,10 +124,12 @@ def estimate(args: argparse.Namespace) -> None:
                 per = 2 * a.streams * a.rounds  # target + attacker completions (judge calls not counted)
             elif attack.name == "embedding-pgd":
                 per = 1
+            elif attack.name in WORST_CASE_COMPLETIONS:  # red-teaming attacks: their worst case (no early success)
+                per = WORST_CASE_COMPLETIONS[attack.name](a)
             else:
                 per = len(attack.transform(probe))
-            completions += size * per
-            lines.append(f"  {bench.name:<14} {size:5d} ({how:<14}) x {attack.name:<12} {per:6d} = {size * per:>10,.0f}")
+            completions += n * per
+            lines.append(f"  {bench.name:<14} {n:5d} ({how:<14}) x {attack.name:<12} {per:6d} = {n * per:>10,.0f}")
     tokens = completions * max_tokens * args.mean_tokens_frac
     print(f"estimate  {args.estimate}: {cells} evaluated cells (models x methods x seeds; base once per model)")
     print("\n".join(lines))

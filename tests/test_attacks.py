@@ -41,7 +41,7 @@ def test_every_transform_is_deterministic_and_records_its_spec(name):
 
 def test_registry_lists_all_families():
     assert {*TRANSFORMS, "embedding-pgd", "gcg", "pair"} <= set(ATTACKS.names())
-    assert {n for n, c in ATTACKS.items() if c.needs_model} == {"embedding-pgd", "gcg", "pair"}
+    assert {n for n, c in ATTACKS.items() if c.needs_model} >= {"embedding-pgd", "gcg", "pair"}
 
 
 def test_prefill_really_starts_the_assistant_turn(tokenizer):

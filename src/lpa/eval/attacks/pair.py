@@ -19,6 +19,7 @@ from pydantic import Field
 
 from lpa.eval.attacks.base import Attack, AttackContext, AttackedPrompt, make_generation, register_attack
 from lpa.eval.attacks.support.attacker import AttackerArgs, AttackerLM
+from lpa.eval.attacks.support.query_cache import QueryCache, attack_cache
 from lpa.eval.attacks.support.util import (
     DEFAULT_TARGET,
     judge_score,
@@ -88,13 +89,17 @@ class PAIR(Attack):
     name = "pair"
     description = "Attacker LLM iteratively rewrites the request from the target's answers and judge scores."
     Args = PAIRArgs
+    args: PAIRArgs
     needs_model = True
 
     def run(self, samples: Sequence[Sample], ctx: AttackContext) -> list[Generation]:
-        attacker = AttackerLM(self.args, target=(ctx.model, ctx.tokenizer))
-        return [self._attack_one(sample, ctx, attacker) for sample in samples]
+        cache = attack_cache(ctx, self.name)
+        attacker = (self.attacker or AttackerLM(self.args, target=(ctx.model, ctx.tokenizer))).with_cache(cache)
+        return [self._attack_one(sample, ctx, attacker, cache) for sample in samples]
 
-    def _attack_one(self, sample: Sample, ctx: AttackContext, attacker: AttackerLM) -> Generation:
+    attacker: AttackerLM | None = None  # set to plug in another engine (tests, a shared attacker)
+
+    def _attack_one(self, sample: Sample, ctx: AttackContext, attacker: AttackerLM, cache: QueryCache) -> Generation:
         args = self.args
         goal = request_text(sample)
         system = ATTACKER_SYSTEM.format(goal=goal, target=target_string(sample, args.target))
@@ -115,7 +120,7 @@ class PAIR(Attack):
                 )
                 for stream, reply in enumerate(replies)
             ]
-            texts = ctx.generate(prompts)
+            texts = cache.target(ctx, prompts)
             for stream, (reply, prompt, text) in enumerate(zip(replies, prompts, texts, strict=True)):
                 score = judge_score(ctx, sample, text)
                 log.append({
@@ -138,6 +143,7 @@ class PAIR(Attack):
         attack_log = {
             "rounds": log,
             "queries": len(log),
+            "attacker_queries": len(log),
             "best_score": score,
             "seconds": time.monotonic() - start,
             "attacker": attacker.describe(),

@@ -1,21 +1,31 @@
-"""Human-style jailbreak templates: the request is pasted into a template's ``{request}`` placeholder.
+"""Human-style jailbreak templates: the request is pasted into each template's slot.
 
 Template files (the shipped ``lpa/data/attacks/templates.yaml`` or your own collection):
 
 * **YAML**: a list of entries, or a mapping with a ``templates:`` list.
 * **JSONL**: one JSON object per line.
 * **CSV**: a header row with at least ``id`` and ``template`` columns.
+* **PyRIT-style YAML**: one template per file (``name`` and a ``value`` with a Jinja
+  ``{{ prompt }}`` slot, usually inside ``{% raw %}`` blocks), or a folder of such files.
 
-Each entry has ``id`` (unique string), ``template`` (text containing the placeholder, ``{request}``
-by default; other braces are left alone) and an optional ``description``.  Every template is one
+Each of our entries has ``id`` (unique string), ``template`` (text containing the placeholder,
+``{request}`` by default; other braces are left alone) and an optional ``description``; an entry
+with ``value`` instead of ``template`` is read as a PyRIT slot template.  Every template is one
 variant of each sample; the sample counts as jailbroken if any template succeeds.
+
+PyRIT values are never evaluated as Jinja (they are untrusted text collected on the web): the
+``{% raw %}`` markers are dropped, and only ``{{ prompt }}`` outside them is a slot; anything else
+(``{{ 7*7 }}``, ``{% for %}``) stays literal text.
 """
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
+import yaml
 from pydantic import BaseModel, Field
 
 from lpa.errors import LpaError
@@ -26,24 +36,95 @@ from lpa.plugins import PluginArgs
 from lpa.records import Sample
 
 DEFAULT_TEMPLATES = DATA_DIR / "templates.yaml"
+_RAW_BLOCK = re.compile(r"\{%-?\s*raw\s*-?%\}(.*?)\{%-?\s*endraw\s*-?%\}", re.S)
+_SLOT = re.compile(r"\{\{-?\s*prompt\s*-?\}\}")
 
 
 class JailbreakTemplate(BaseModel):
+    """One template: ``parts`` are the literal texts around the slot(s); the request goes between them."""
+
     id: str
     template: str
     description: str = ""
+    parts: tuple[str, ...] | None = None  # set for slot templates (PyRIT); else ``template`` + placeholder
+
+    def render(self, request: str, placeholder: str = "{request}") -> str:
+        if self.parts is not None:
+            return request.join(self.parts)
+        return self.template.replace(placeholder, request)
+
+
+def split_slot_template(value: str) -> tuple[str, ...]:
+    """Literal pieces of a PyRIT value around its ``{{ prompt }}`` slots, without evaluating any Jinja."""
+    pieces: list[str] = [""]
+    position = 0
+    for raw in _RAW_BLOCK.finditer(value):
+        _split_outside(value[position : raw.start()], pieces)
+        pieces[-1] += raw.group(1)
+        position = raw.end()
+    _split_outside(value[position:], pieces)
+    return tuple(pieces)
+
+
+def _split_outside(text: str, pieces: list[str]) -> None:
+    """Text outside raw blocks: ``{{ prompt }}`` starts a new piece, everything else is literal."""
+    chunks = _SLOT.split(text)
+    pieces[-1] += chunks[0]
+    pieces.extend(chunks[1:])
+
+
+def slot_template(entry: dict[str, Any], default_id: str, where: str) -> JailbreakTemplate:
+    """A PyRIT-style entry (``name``/``id`` and ``value``) as a template; an error if it has no slot."""
+    value = entry.get("value")
+    if not isinstance(value, str):
+        raise LpaError(f"{where}: a PyRIT-style template needs a text 'value'.")
+    parts = split_slot_template(value)
+    if len(parts) < 2:
+        raise LpaError(f"{where}: template value has no {{{{ prompt }}}} slot.")
+    template_id = str(entry.get("id") or entry.get("name") or default_id)
+    description = entry.get("description") if isinstance(entry.get("description"), str) else ""
+    return JailbreakTemplate(id=template_id, template="{prompt}".join(parts), description=description or "", parts=parts)
+
+
+def _read_entries(path: Path) -> list[tuple[dict[str, Any], str]]:
+    """(entry, where) pairs of a file or a folder of PyRIT YAML files."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".yaml", ".yml"))
+        if not files:
+            raise LpaError(f"{path}: folder holds no .yaml templates.")
+        out = []
+        for file in files:
+            try:
+                data = yaml.safe_load(file.read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError) as exc:
+                raise LpaError(f"Cannot read {file}: {exc}") from None
+            if not isinstance(data, dict) or "value" not in data:
+                raise LpaError(f"{file}: expected a PyRIT-style template (a mapping with 'value').")
+            out.append(({"id": data.get("name") or file.stem, **data}, str(file)))
+        return out
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise LpaError(f"Cannot read {path}: {exc}") from None
+        if isinstance(data, dict) and "value" in data:  # one PyRIT template
+            return [({"id": data.get("name") or path.stem, **data}, str(path))]
+    return [(row, f"{path}: entry {n}") for n, row in enumerate(read_table(path, list_key="templates"), start=1)]
 
 
 @lru_cache(maxsize=16)
 def load_templates(path: str | Path = DEFAULT_TEMPLATES, placeholder: str = "{request}") -> tuple[JailbreakTemplate, ...]:
-    """Read and validate a template file (unique ids, each containing the placeholder)."""
+    """Read and validate templates (unique ids, each with a slot): a file or a folder of PyRIT YAML."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise LpaError(f"Template file not found: {path}")
     templates: list[JailbreakTemplate] = []
-    for number, row in enumerate(read_table(path, list_key="templates"), start=1):
+    for number, (row, where) in enumerate(_read_entries(path), start=1):
+        if isinstance(row, dict) and "template" not in row and "value" in row:
+            templates.append(slot_template(row, str(number), where))
+            continue
         if not isinstance(row, dict) or "template" not in row:
-            raise LpaError(f"{path}: entry {number} needs a 'template' field (and an 'id').")
+            raise LpaError(f"{where}: needs a 'template' field (and an 'id'), or a PyRIT 'value'.")
         row = {k: v for k, v in row.items() if k in ("id", "template", "description") and v is not None}
         row.setdefault("id", str(number))
         row["id"] = str(row["id"])
@@ -61,7 +142,8 @@ def load_templates(path: str | Path = DEFAULT_TEMPLATES, placeholder: str = "{re
 
 
 class TemplateArgs(PluginArgs):
-    file: str | None = Field(None, description="Template file (.yaml/.jsonl/.csv); default: lpa's shipped templates.")
+    file: str | None = Field(None, description="Template file (.yaml/.jsonl/.csv, PyRIT YAML or a folder of them); "
+                                               "default: lpa's shipped templates.")
     ids: list[str] | None = Field(None, description="Use only these template ids (default: all).")
     placeholder: str = Field("{request}", description="Marker replaced by the request in each template.")
 
@@ -71,6 +153,7 @@ class Template(Attack):
     name = "template"
     description = "Paste the request into human-style jailbreak templates (role-play, story, developer mode...)."
     Args = TemplateArgs
+    args: TemplateArgs
 
     def templates(self) -> list[JailbreakTemplate]:
         templates = list(load_templates(self.args.file or DEFAULT_TEMPLATES, self.args.placeholder))
@@ -89,7 +172,7 @@ class Template(Attack):
         request = request_text(sample)
         return [
             AttackedPrompt(
-                messages=replace_request(sample, t.template.replace(self.args.placeholder, request)),
+                messages=replace_request(sample, t.render(request, self.args.placeholder)),
                 variant=variant,
                 info={"template": t.id},
             )

@@ -22,6 +22,7 @@ from pydantic import Field
 
 from lpa.errors import LpaError
 from lpa.eval.judges.base import JudgeArgs, ModelJudge, register_judge
+from lpa.eval.judges.support.context import conversation_context
 from lpa.records import Generation, Sample, Verdict
 
 HARMBENCH_PROMPT = '''[INST] <<SYS>>
@@ -132,7 +133,7 @@ class HFClassifierJudge(ModelJudge[ClassifierArgs]):
             behavior = sample.extra.get("behavior") or sample.prompt or sample.as_messages()[-1]["content"]
             text = self._truncate(tokenizer, gen.text)
             if fmt == "harmbench":
-                out.append(harmbench_prompt(behavior, text, sample.extra.get("context")))
+                out.append(harmbench_prompt(behavior, text, sample.extra.get("context") or conversation_context(gen)))
             elif fmt == "llama-guard":
                 out.append(llama_guard_prompt(tokenizer, sample.prompt or behavior, text))
             else:

@@ -22,6 +22,7 @@ from pydantic import Field
 
 from lpa.errors import LpaError
 from lpa.eval.judges.base import Judge, JudgeArgs, register_judge
+from lpa.eval.judges.support.context import with_context
 from lpa.eval.judges.support.prompts import (
     parse_strongreject,
     parse_xstest,
@@ -72,6 +73,7 @@ class LLMJudge(Judge[LLMJudgeArgs]):
     def _one(self, client: Any, sample: Sample, gen: Generation) -> Verdict:
         args = self.args
         request = sample.extra.get("behavior") or sample.prompt or sample.as_messages()[-1]["content"]
+        request = with_context(request, gen)  # a multi-turn answer is read with its conversation
         messages = (strongreject_messages if args.rubric == "strongreject" else xstest_messages)(request, gen.text)
         base = dict(sample_id=sample.id, attack=gen.attack, judge=self.name, judge_args=self.spec()["args"])
         try:

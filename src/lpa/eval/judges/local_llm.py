@@ -23,6 +23,7 @@ from pydantic import Field
 from lpa.errors import LpaError
 from lpa.eval.judges.base import JudgeArgs, ModelJudge, register_judge
 from lpa.eval.judges.hf_classifier import HARMBENCH_PROMPT
+from lpa.eval.judges.support.context import with_context
 from lpa.eval.judges.support.prompts import parse_strongreject, strongreject_messages, strongreject_score
 from lpa.records import Generation, Sample, Verdict
 
@@ -66,7 +67,8 @@ class LocalLLMJudge(ModelJudge[LocalLLMArgs]):
     def verdicts(self, samples: Sequence[Sample], generations: Sequence[Generation], *, model: Any = None,
                  tokenizer: Any = None) -> list[Verdict]:
         judge_model, judge_tok = self._load()
-        requests = [s.extra.get("behavior") or s.prompt or s.as_messages()[-1]["content"] for s in samples]
+        requests = [with_context(s.extra.get("behavior") or s.prompt or s.as_messages()[-1]["content"], g)
+                    for s, g in zip(samples, generations, strict=True)]
         answers = [self._truncate(judge_tok, g.text) for g in generations]
         if self.args.rubric == "harmbench":
             return self._harmbench(samples, generations, requests, answers, judge_model, judge_tok)
