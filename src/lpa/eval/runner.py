@@ -114,7 +114,7 @@ def evaluate(
     from lpa.models.loader import load, load_tokenizer, spec_identity
 
     prepared = prepare_suite(suite)
-
+    suite = with_engine(suite, model_spec, device)
     if suite.backend.name != "hf" and not needs_weights(suite):
         model, tokenizer = None, load_tokenizer(model_spec)
         identity = spec_identity(model_spec, adapter)
@@ -122,6 +122,16 @@ def evaluate(
         loaded = load(model_spec, adapter=adapter, device=device, dtype=dtype)
         model, tokenizer, identity = loaded.model, loaded.tokenizer, loaded.identity
     return evaluate_model(model, tokenizer, suite, out_dir, identity=identity, progress=progress, prepared=prepared)
+
+
+def with_engine(suite: EvalSuite, model_spec: str, device: str | None = None) -> EvalSuite:
+    """The suite with ``backend: auto`` resolved for this model (recorded in config.yaml as resolved)."""
+    from lpa.eval.backends import resolve_engine
+
+    name = resolve_engine(suite.backend, model_spec, device)
+    if name == suite.backend.name:
+        return suite
+    return suite.model_copy(update={"backend": suite.backend.model_copy(update={"name": name})})
 
 
 def run_identity(model: Any, model_name: str | None = None, adapter: str | Path | None = None) -> ModelIdentity:
@@ -165,6 +175,7 @@ def evaluate_model(
     out.mkdir(parents=True, exist_ok=True)
     identity = identity or run_identity(model, model_name, adapter)
     name, adapter = identity.model, identity.adapter
+    suite = with_engine(suite, name, None if model is None else str(next(model.parameters()).device.type))
     atomic_write_text(out / "config.yaml", dump_config(suite))
     store = _Store(out)
     from lpa.eval.backends import make_backend, routing
@@ -301,7 +312,8 @@ class _Runner:
 
     # -- generation ---------------------------------------------------------------------
     def _base_key(self, sample: Sample, attack: Attack) -> dict[str, Any]:
-        return {**self.identity.key(), "benchmark": sample.benchmark, "sample": sample.id,
+        return {**self.identity.key(), **self.suite.backend.engine_key(self.backend.engine),
+                "benchmark": sample.benchmark, "sample": sample.id,
                 "attack": attack.spec(), "settings": self.settings.key(), "system": self.suite.system}
 
     def generate_prompts(self, prompts: Sequence[AttackedPrompt],
@@ -398,7 +410,8 @@ class _Runner:
         assert self.suite.utility is not None
         cache = self.store.gen_path.parent / "utility.jsonl"
         return run_utility(self.model, self.tokenizer, self.suite.utility, cache,
-                           key=self.identity.key(), backend=self.backend)
+                           key={**self.identity.key(), **self.suite.backend.engine_key(self.backend.engine)},
+                           backend=self.backend)
 
 
 def judge_generations(store: _Store, judge: Judge, gens: list[tuple[Sample, Generation, str]], attack_label: str, *,

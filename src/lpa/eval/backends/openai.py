@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from lpa.errors import LpaError
-from lpa.eval.backends import BackendConfig, OnBatch, default_lora_name
+from lpa.eval.backends import BACKENDS, BackendConfig, OnBatch, default_lora_name
 from lpa.generation import (
     Completion,
     Conversation,
@@ -45,6 +45,15 @@ class RequestFailed(LpaError):
 
 class OpenAIBackend:
     name = "openai"
+
+    @property
+    def engine(self) -> str:
+        return self.config.engine or ""  # not recorded: the server is trusted to be the same engine
+
+    @classmethod
+    def create(cls, config: BackendConfig, *, model: Any, tokenizer: Any, model_name: str,
+               adapter: str | None) -> OpenAIBackend:
+        return cls(config, tokenizer, model_name, adapter)
 
     def __init__(self, config: BackendConfig, tokenizer: Any, model_name: str, adapter: str | None) -> None:
         self.config, self.tokenizer = config, tokenizer
@@ -200,3 +209,6 @@ def _retry_after(header: str | None, default: float) -> float:
         return max(0.0, float(header)) if header is not None else default
     except ValueError:
         return default
+
+
+BACKENDS.register("openai", OpenAIBackend)

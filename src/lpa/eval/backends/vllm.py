@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lpa.errors import LpaError
-from lpa.eval.backends import BackendConfig, OnBatch, default_lora_name
+from lpa.eval.backends import BACKENDS, BackendConfig, OnBatch, default_lora_name
 from lpa.generation import (
     Completion,
     Conversation,
@@ -25,6 +25,12 @@ from lpa.generation import (
 
 class VLLMBackend:
     name = "vllm"
+    engine = "vllm"
+
+    @classmethod
+    def create(cls, config: BackendConfig, *, model: Any, tokenizer: Any, model_name: str,
+               adapter: str | None) -> VLLMBackend:
+        return cls(config, tokenizer, model_name, adapter)
     _engines: dict[tuple[str, int], Any] = {}
 
     def __init__(self, config: BackendConfig, tokenizer: Any, model_name: str, adapter: str | None) -> None:
@@ -86,3 +92,6 @@ class VLLMBackend:
                     on_batch(group, completions)
                 bar.advance(len(group))
         return [r for r in results if r is not None]
+
+
+BACKENDS.register("vllm", VLLMBackend)
