@@ -173,21 +173,28 @@ def resolve_engine(config: BackendConfig, model_name: str, device: str | None = 
     return "hf"
 
 
-def check_one_engine(config: BackendConfig, models: Sequence[str], device: str | None = None) -> str:
-    """The one engine every model of a study generates with; an error when they would differ.
+def check_one_engine(cells: Sequence[tuple[BackendConfig, str]], device: str | None = None) -> str:
+    """The one engine every (backend config, model) cell of a study generates with; an error when they differ.
 
     Answers from two engines differ (llama.cpp quantises activations), so a study comparing cells
-    must not mix them; pass ``--engine hf`` or ``--engine llama.cpp`` to pin one.
+    must not mix them; ``backend.name: hf`` (or ``llama.cpp`` with GGUF models only) pins one.
     """
     from lpa.errors import LpaError
 
-    engines = {m: resolve_engine(config, m, device) for m in models}
+    engines = {f"{m} ({c.name})": _engine_of(c, m, device) for c, m in cells}
     if len(set(engines.values())) > 1:
         listed = ", ".join(f"{m}: {e}" for m, e in engines.items())
-        raise LpaError(f"This study would generate with different engines across cells ({listed}); answers of two "
-                       "engines differ, so cells would not be comparable. Pin one with backend.name "
-                       "(`--engine hf` works for every model; `llama.cpp` needs GGUF models).")
-    return next(iter(engines.values()), "hf")
+        raise LpaError(f"The cells would generate with different engines ({listed}); answers of two engines "
+                       "differ, so the cells would not be comparable. Pin one engine for the whole study with "
+                       "eval.backend.name (hf works for every model; llama.cpp needs GGUF models).")
+    return next(iter(engines.values()), "torch")
+
+
+def _engine_of(config: BackendConfig, model_name: str, device: str | None) -> str:
+    name = resolve_engine(config, model_name, device)
+    if name == "openai":
+        return config.engine or "server"
+    return {"hf": "torch"}.get(name, name)
 
 
 def _on_cpu(device: str | None) -> bool:
