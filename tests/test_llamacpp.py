@@ -141,7 +141,7 @@ def _lora(model, tmp_path, seed: int = 0):
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.03)
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.06)
     folder = tmp_path / "adapter"
     peft_model.save_pretrained(folder)
     return peft_model, folder
@@ -181,7 +181,7 @@ def test_converted_lora_adapter_keeps_its_effect_in_llama_cpp(tmp_path):
     hf_adapter = generate(peft_model, tokenizer, PROMPTS, settings)
     with peft_model.disable_adapter():
         hf_base = generate(peft_model, tokenizer, PROMPTS, settings)
-    assert sum(a.text != b.text for a, b in zip(hf_adapter, hf_base, strict=True)) >= 6  # the adapter matters
+    assert sum(a.text != b.text for a, b in zip(hf_adapter, hf_base, strict=True)) >= 4  # the adapter matters
 
     def engine(adapter):
         return make_backend(BackendConfig(name="llama.cpp"), model=None, tokenizer=tokenizer,
@@ -189,11 +189,11 @@ def test_converted_lora_adapter_keeps_its_effect_in_llama_cpp(tmp_path):
 
     cpp_adapter = engine(str(folder)).generate(PROMPTS, settings)
     cpp_base = engine(None).generate(PROMPTS, settings)
-    agree_adapter = sum(a.token_ids[:3] == b.token_ids[:3] for a, b in zip(hf_adapter, cpp_adapter, strict=True))
-    agree_base = sum(a.token_ids[:3] == b.token_ids[:3] for a, b in zip(hf_base, cpp_base, strict=True))
-    cross = sum(a.token_ids[:3] == b.token_ids[:3] for a, b in zip(hf_adapter, cpp_base, strict=True))
+    agree_adapter = sum(a.token_ids == b.token_ids for a, b in zip(hf_adapter, cpp_adapter, strict=True))
+    agree_base = sum(a.token_ids == b.token_ids for a, b in zip(hf_base, cpp_base, strict=True))
+    cross = sum(a.token_ids == b.token_ids for a, b in zip(hf_adapter, cpp_base, strict=True))
     assert agree_adapter >= agree_base - 2 and agree_adapter >= 5, (agree_adapter, agree_base)
-    assert cross < agree_adapter  # llama.cpp applied the adapter, it did not answer as the base
+    assert cross <= agree_adapter - 2, (cross, agree_adapter)  # llama.cpp applied the adapter, not the base
     converted = gguf_lora(folder, str(engine(None).model.path))
     assert converted.parent == folder and converted.is_file()
     assert gguf_lora(folder, str(engine(None).model.path)) == converted  # cached by content
