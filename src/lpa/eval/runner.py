@@ -353,7 +353,7 @@ class _Runner:
             settings=self.settings.key(), messages=unit.prompt.messages, prefill=unit.prompt.prefill,
             text=completion.text, prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens, finish_reason=completion.finish_reason,
-            variant=unit.prompt.variant, info=unit.prompt.info,
+            variant=unit.prompt.variant, info=unit.prompt.info, engine=getattr(self.backend, "engine", None) or None,
         )
         return {**gen.model_dump(mode="json"), "key": unit.key}
 
