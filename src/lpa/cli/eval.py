@@ -44,7 +44,7 @@ def eval_command(
     backend: str | None = typer.Option(
         None, "--backend", "--engine",
         help="Generation engine: auto (default: llama.cpp for a GGUF model on the CPU, else hf), hf (torch), "
-             "llama.cpp, openai (an OpenAI-compatible server: vLLM, llama_cpp.server...) or vllm."
+             "llama.cpp, openai (an OpenAI-compatible server; tested: llama_cpp.server) or vllm."
     ),
     base_url: str | None = typer.Option(None, "--base-url", help="Server URL for --backend openai (…/v1)."),
     served_model: str | None = typer.Option(None, "--served-model", help="Base model's name on the server."),

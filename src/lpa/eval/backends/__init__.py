@@ -6,8 +6,8 @@
 * ``llama.cpp`` — llama.cpp in this process on a GGUF model as shipped (``pip install
   'lpa[llamacpp]'``): continuous batching with a shared prompt prefix, PEFT adapters served as
   GGUF LoRA (:mod:`lpa.models.gguf_lora`).  The default for generation on the CPU with a GGUF model.
-* ``openai`` — an OpenAI-compatible server (tested: ``llama_cpp.server`` and our fake server);
-  a LoRA adapter is addressed the way vLLM serves it: ``--enable-lora --lora-modules NAME=PATH``.
+* ``openai`` — an OpenAI-compatible server (tested: ``llama_cpp.server`` and our fake server, no
+  other); a LoRA adapter is addressed the way vLLM serves it: ``--lora-modules NAME=PATH``.
 * ``vllm`` — vLLM in this process (``pip install 'lpa[vllm]'``), LoRA per request.
 
 Every backend returns :class:`lpa.generation.Completion` rows in input order.  Cache keys name the

@@ -1,8 +1,8 @@
 """Generation through an OpenAI-compatible server.
 
 Tested against ``llama_cpp.server`` (llama-cpp-python's server, started by the slow tests) and our
-fake server (:mod:`lpa.eval.backends.server`); vLLM's ``/v1/completions`` route accepts the same
-requests (several prompts per request, ``return_token_ids``) but is not tested here (no GPU).
+fake server (:mod:`lpa.eval.backends.server`, which speaks vLLM's extensions: several prompts per
+request, ``return_token_ids``, ``continue_final_message``); no other server is tested here.
 
 Prompts are formatted here with the model's own chat template and sent to ``/completions``
 (several per request, ``settings.batch_size`` of them), so the server continues exactly the
