@@ -140,14 +140,17 @@ def make_backend(config: BackendConfig, *, model: Any, tokenizer: Any, model_nam
     return BACKENDS.get(name).create(config, model=model, tokenizer=tokenizer, model_name=model_name, adapter=adapter)
 
 
-def gguf_source(model_name: str) -> Path | None:
-    """The GGUF file a model spec loads from (alias asset or ``.gguf`` path), or None for other checkpoints."""
+def is_gguf_spec(model_name: str) -> bool:
+    """Whether a model spec names a GGUF model (an embedded alias or a ``.gguf`` path), without fetching it."""
     from lpa.models.aliases import resolve_alias
 
     alias = resolve_alias(model_name)
-    if alias is not None and alias.asset is None:
-        return None
-    if alias is None and not model_name.endswith(".gguf"):
+    return alias.asset is not None if alias is not None else model_name.endswith(".gguf")
+
+
+def gguf_source(model_name: str) -> Path | None:
+    """The GGUF file a model spec loads from (alias asset, fetched on first use, or ``.gguf`` path), else None."""
+    if not is_gguf_spec(model_name):
         return None
     from lpa.models.loader import _resolve_source
 
@@ -168,7 +171,7 @@ def resolve_engine(config: BackendConfig, model_name: str, device: str | None = 
     """
     if config.name != "auto":
         return config.name
-    if _on_cpu(device) and llama_cpp_available() and gguf_source(model_name) is not None:
+    if _on_cpu(device) and llama_cpp_available() and is_gguf_spec(model_name):
         return "llama.cpp"
     return "hf"
 
