@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from lpa.generation import Completion, Conversation, GenerationSettings
 from lpa.registry import Registry
@@ -88,6 +88,15 @@ class BackendConfig(BaseModel):
         if self.name == "openai" and not self.base_url:
             raise ValueError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1)")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_new_fields(self, handler: Any) -> dict[str, Any]:
+        """Leave out ``engine``/``threads`` when unset, so suites written before they existed keep their keys."""
+        data = handler(self)
+        for name in ("engine", "threads"):
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
     def describe(self) -> str:
         return f"openai ({self.base_url})" if self.name == "openai" else self.name
