@@ -11,6 +11,9 @@ DEMO_ASSETS ?= qwen2.5-coder-0.5b mmlu
 # steering-vectors (the peer library our persona vectors are checked against) pins transformers<5: it goes into a
 # folder outside site-packages that only the test suite puts on sys.path.
 PEER_DIR := $(VENV)/peer
+# llama-cpp-python (the CPU generation engine, extra `llamacpp`) compiles llama.cpp from source: use every core.
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+EXTRAS ?= datasets,llamacpp,inspect
 export LPA_DATA_DIR ?= $(abspath ../shared/data/benchmarks)
 
 .PHONY: install install-dev demo test test-fast lint bench clean
@@ -21,11 +24,11 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[datasets,inspect]"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[dev,datasets,inspect]"
+	$(BIN)/pip install -q -e ".[dev,$(EXTRAS)]"
 	$(BIN)/pip install -q --no-deps --target $(PEER_DIR) steering-vectors==0.12.2
 	touch $@
 

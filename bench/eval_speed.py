@@ -7,7 +7,7 @@ On a shared CPU, set OMP_NUM_THREADS=1: oversubscribed torch threads are many ti
 
      .venv/bin/python bench/eval_speed.py --backends [--model smollm2-135m]
 The same suite through the hf backend and through the openai backend against a local
-OpenAI-compatible server (lpa.eval.backends.server, answering from the same model in this
+OpenAI-compatible server (lpa.eval.backends.support.server, answering from the same model in this
 process): prompts/s of each, i.e. the client/server overhead (a real engine such as vLLM is
 where the speed-up comes from; see docs/gpu.md).
 
@@ -45,7 +45,7 @@ def backends(args: argparse.Namespace) -> None:
     """hf backend vs openai backend (local server, same model) on the same prompts and settings."""
     import os
 
-    from lpa.eval.backends.server import LocalServer
+    from lpa.eval.backends.support.server import LocalServer
     from lpa.eval.runner import evaluate_model
     from lpa.eval.suite import EvalSuite
     from lpa.models import load_model

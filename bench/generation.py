@@ -9,6 +9,14 @@ prompts/s at 64 new tokens, batch 16, for both engines (hf = model.generate, lpa
 loop that drops finished rows), and its ratio to a compute-bound estimate: FLOPs from the model's
 config (prefill over the real prompt tokens, decode over the tokens produced) divided by matmul
 throughput measured here at the same shapes (issue 10 §5 target: >= 1 prompt/s on Qwen-0.5B).
+
+     .venv/bin/python bench/generation.py --agreement [--models qwen2.5-coder-0.5b,qwen2.5-coder-1.5b]
+         [--batches 16,64] [--n 64] [--busy]
+the torch engine vs the llama.cpp engine on the same prompts (HarmBench-val and XSTest-safe from
+$LPA_DATA_DIR, else the smoke set), side by side in one run: prompts/s, tok/s, the ratio, the share
+of identical greedy answers and the share of prompts whose refusal label (the default judge)
+differs.  ``--busy`` runs a second CPU-bound process throughout (the shared-machine case).  Issue 22
+targets: >= 3x at batch 16 on both models, >= 1.5x at batch 64, >= 2 prompts/s on 0.5B.
 """
 
 from __future__ import annotations
@@ -128,6 +136,105 @@ def speed(args: argparse.Namespace) -> None:
         print(f"ratio  {b} / {a}: {rb / ra:.2f}x")
 
 
+def agreement_prompts(n: int) -> list[str]:
+    """Half harmful (HarmBench val), half benign (XSTest safe): the eval workload, refusals included."""
+    import csv
+    from pathlib import Path
+
+    data = Path(os.environ.get("LPA_DATA_DIR", ""))
+    harmful: list[str] = []
+    benign: list[str] = []
+    if (data / "harmbench_behaviors_text_val.csv").is_file() and (data / "xstest_prompts.csv").is_file():
+        with open(data / "harmbench_behaviors_text_val.csv", encoding="utf-8") as handle:
+            harmful = [r["Behavior"] for r in csv.DictReader(handle) if not r.get("ContextString")]
+        with open(data / "xstest_prompts.csv", encoding="utf-8") as handle:
+            benign = [r["prompt"] for r in csv.DictReader(handle) if not r.get("type", "").startswith("contrast")]
+    else:
+        from lpa.eval.benchmarks.smoke import smoke_rows
+
+        rows = smoke_rows()
+        harmful = [r["prompt"] for r in rows if r.get("label") == "harmful"]
+        benign = [r["prompt"] for r in rows if r.get("label") != "harmful"]
+    half = n // 2
+    prompts = harmful[:half] + benign[: n - half]
+    return (prompts * (n // max(1, len(prompts)) + 1))[:n]
+
+
+def refusal_labels(prompts: list[str], texts: list[str]) -> list[str]:
+    """The default judge's label for each answer (refused / complied / ...)."""
+    from lpa.eval.judges import DEFAULT_JUDGE, JUDGES
+    from lpa.records import Generation, Sample
+
+    judge = JUDGES.get(DEFAULT_JUDGE)()
+    samples = [Sample(id=str(i), benchmark="bench", prompt=p, label="harmful") for i, p in enumerate(prompts)]
+    gens = [Generation(sample_id=str(i), model="bench", text=t, messages=[{"role": "user", "content": p}])
+            for i, (p, t) in enumerate(zip(prompts, texts, strict=True))]
+    return [v.label for v in judge.judge(samples, gens)]
+
+
+def _busy_loop() -> None:  # a second CPU-bound process (another user's job)
+    while True:
+        sum(i * i for i in range(10_000))
+
+
+def agreement(args: argparse.Namespace) -> None:
+    import multiprocessing
+
+    busy = multiprocessing.Process(target=_busy_loop, daemon=True) if args.busy else None
+    if busy is not None:
+        busy.start()
+    try:
+        for model_name in args.models.split(","):
+            agree_on(model_name, args, busy is not None)
+    finally:
+        if busy is not None:
+            busy.terminate()
+
+
+def agree_on(model_name: str, args: argparse.Namespace, busy: bool) -> None:
+    import torch
+
+    from lpa.eval.backends import BackendConfig
+    from lpa.eval.backends.llamacpp import LlamaCppBackend
+    from lpa.generation import GenerationSettings, format_chat, generate_texts
+    from lpa.models import load_model
+
+    model, tok = load_model(model_name, device="cpu")
+    engine = LlamaCppBackend(BackendConfig(name="llama.cpp"), tok, model_name, None)
+    batches = [int(b) for b in args.batches.split(",")]
+    prompts = agreement_prompts(max(args.n, *batches))
+    texts = [format_chat(tok, p) for p in prompts]
+    warm = GenerationSettings(max_new_tokens=2)
+    generate_texts(model, tok, texts[:2], warm)
+    engine.generate_texts(texts[:2], warm)
+    print(f"agreement {model_name}: {len(texts)} prompts (half HarmBench-val, half XSTest-safe), greedy, "
+          f"{args.max_new_tokens} new tokens, torch threads {torch.get_num_threads()}, llama.cpp threads "
+          f"{engine.threads}, {'with' if busy else 'no'} second CPU-bound process, load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+    answers: dict[str, list[str]] = {}
+    for batch in batches:
+        settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=batch)
+        rates = {}
+        runs = {"torch": lambda s: generate_texts(model, tok, texts, s), "llama.cpp": lambda s: engine.generate_texts(texts, s)}
+        for label, run in runs.items():
+            start = time.perf_counter()
+            outs = run(settings)
+            seconds = time.perf_counter() - start
+            produced = sum(o.completion_tokens for o in outs)
+            rates[label] = len(texts) / seconds
+            answers[label] = [o.text for o in outs]
+            print(f"  batch {batch:3d} {label:<9}: {len(texts) / seconds:5.2f} prompts/s, "
+                  f"{produced / seconds:6.1f} tok/s ({seconds:6.1f} s, load average {os.getloadavg()[0]:.1f})",
+                  flush=True)
+        print(f"  batch {batch:3d} ratio llama.cpp / torch: {rates['llama.cpp'] / rates['torch']:.2f}x", flush=True)
+    same = sum(a == b for a, b in zip(answers["torch"], answers["llama.cpp"], strict=True))
+    labels_t = refusal_labels(prompts, answers["torch"])
+    labels_l = refusal_labels(prompts, answers["llama.cpp"])
+    differ = sum((a == "refused") != (b == "refused") for a, b in zip(labels_t, labels_l, strict=True))
+    print(f"  identical greedy answers: {same}/{len(texts)} = {same / len(texts):.2f}; refusal label differs "
+          f"(default judge): {differ}/{len(texts)} = {differ / len(texts):.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="smollm2-135m")
@@ -138,7 +245,14 @@ def main() -> None:
     parser.add_argument("--prompts", choices=["paragraphs", "smoke"], default="paragraphs")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--engines", default="hf,lpa")
+    parser.add_argument("--agreement", action="store_true", help="torch vs llama.cpp engine (issue 22)")
+    parser.add_argument("--models", default="qwen2.5-coder-0.5b,qwen2.5-coder-1.5b")
+    parser.add_argument("--batches", default="16,64")
+    parser.add_argument("--busy", action="store_true", help="with a second CPU-bound process running")
     args = parser.parse_args()
+    if args.agreement:
+        agreement(args)
+        return
     if args.speed:
         speed(args)
         return

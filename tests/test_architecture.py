@@ -29,11 +29,6 @@ LAYERS: list[tuple[str, ...]] = [
     ("lpa.api", "lpa.cli", "lpa"),
 ]
 
-# Edges that another branch removes (the engine branch owns eval/backends/): its __init__ still defines
-# needs_weights/routing (now in eval/suite.py, beside their callers) and picks backends by an if-chain that
-# imports the backend modules, which import the package back; one registered file per backend ends both.
-PENDING = {("lpa.eval.backends", "lpa.eval.suite"), ("lpa.eval.backends", "lpa.eval.backends.openai"),
-           ("lpa.eval.backends", "lpa.eval.backends.vllm")}
 
 
 def _modules() -> dict[str, Path]:
@@ -111,8 +106,6 @@ def layer_of(module: str) -> int:
 
 def test_no_import_cycles():
     graph = import_graph()
-    for source, target in PENDING:
-        graph[source].discard(target)
     assert cycles(graph) == []
 
 

@@ -39,6 +39,15 @@ def test_every_plugin_module_is_found_and_every_plugin_in_it_registered(registry
     assert {cls.__module__ for cls in registered.values()} <= set(modules)
 
 
+def test_every_backend_module_is_found_and_registers_its_backend():
+    from lpa.eval.backends import BACKENDS
+
+    modules = BACKENDS.modules()
+    assert modules == plugin_modules("lpa.eval.backends") and {"hf", "llama.cpp", "openai", "vllm"} <= set(BACKENDS)
+    # a module that registers no backend is a helper and belongs in support/ (the fake test server lives there)
+    assert {cls.__module__ for _, cls in BACKENDS.items()} == set(modules)
+
+
 def test_trait_judges_use_the_same_registry_api():
     assert TRAIT_JUDGES.names() == ["heuristic", "llm", "local", "self"]
     assert TRAIT_JUDGES.modules() == ["lpa.persona.judges"]

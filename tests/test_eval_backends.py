@@ -10,13 +10,9 @@ import time
 import pytest
 
 from lpa.errors import LpaError
-from lpa.eval.backends import (
-    BackendConfig,
-    HFBackend,
-    default_lora_name,
-    make_backend,
-)
-from lpa.eval.backends.server import Faults, LocalServer
+from lpa.eval.backends import BackendConfig, default_lora_name, make_backend
+from lpa.eval.backends.hf import HFBackend
+from lpa.eval.backends.support.server import Faults, LocalServer
 from lpa.eval.runner import evaluate_model
 from lpa.eval.suite import EvalSuite, needs_weights, routing
 from lpa.generation import GenerationSettings, generate
@@ -196,3 +192,35 @@ def test_cli_eval_with_the_openai_backend(llama, tokenizer, tmp_path):
     assert result.exit_code == 0, result.output
     assert server.log.answered >= 1 and set(server.log.models) == {"tiny"}
     assert "openai" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_a_server_refusing_prompt_lists_gets_one_prompt_per_request(llama, tokenizer):
+    settings = GenerationSettings(max_new_tokens=3, batch_size=3)
+    expected = generate(llama, tokenizer, PROMPTS, settings)
+    with LocalServer(llama, tokenizer, faults=Faults(one_prompt=True)) as server:
+        backend = _backend(server.url, tokenizer, concurrency=1)
+        got = backend.generate(PROMPTS, settings)
+    assert [c.text for c in got] == [c.text for c in expected]
+    assert backend.one_prompt_per_request
+    # one rejected list (not retried), then every prompt alone
+    assert server.log.requests == 1 + len(PROMPTS) and server.log.batch_sizes == [1] * len(PROMPTS)
+
+
+def test_client_errors_are_not_retried_and_never_show_the_key(llama, tokenizer, monkeypatch):
+    monkeypatch.setenv("LPA_TEST_KEY", "sk-test-0123456789abcdef")
+    settings = GenerationSettings(max_new_tokens=2)
+    with LocalServer(llama, tokenizer, faults=Faults(echo_auth=5)) as server:
+        backend = _backend(server.url, tokenizer, api_key_env="LPA_TEST_KEY")
+        with pytest.raises(LpaError, match="HTTP 400: bad request from Authorization") as caught:
+            backend.generate(PROMPTS[:1], settings)
+    assert "0123456789abcdef" not in str(caught.value) and "***" in str(caught.value)
+    assert server.log.requests == 1  # a 400 can never succeed: no retry
+
+
+def test_redact_hides_keys_and_authorization_values():
+    from lpa.llm_client import redact
+
+    text = redact('{"Authorization": "Bearer abc.def", "api_key": "zzz123", "x": "sk-abcdefghijkl", "y": "mine"}',
+                  ("mine",))
+    assert "abc.def" not in text and "zzz123" not in text and "sk-abcdefghijkl" not in text and "mine" not in text
+    assert text.count("***") == 4

@@ -113,13 +113,63 @@ def uses_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
 
 
 def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, texts: list[str], device: Any = None, *,
-                     positions: bool = False) -> dict[str, torch.Tensor]:
+                     positions: bool = False, max_length: int | None = None) -> dict[str, torch.Tensor]:
     """Left-padded batch (:func:`lpa.models.tokens.left_pad`); chat templates already contain BOS,
-    so no special tokens are added then.  ``positions`` adds ``position_ids`` that skip the padding."""
+    so no special tokens are added then.  ``positions`` adds ``position_ids`` that skip the padding;
+    ``max_length`` applies :func:`fit_to_context`'s rule (keep each prompt's last tokens)."""
     from lpa.models.tokens import left_pad
 
-    rows = tokenizer(list(texts), add_special_tokens=not uses_chat_template(tokenizer))["input_ids"]
+    rows = prompt_ids(tokenizer, texts)
+    if max_length is not None:
+        rows = [row[-max_length:] for row in rows]
     return left_pad(rows, tokenizer, device, positions=positions)
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of formatted prompts, as every engine feeds them (no BOS added to a chat template's text)."""
+    return list(tokenizer(list(texts), add_special_tokens=not uses_chat_template(tokenizer))["input_ids"])
+
+
+def prompt_budget(context: int | None, max_new_tokens: int) -> int | None:
+    """How many prompt tokens fit before ``max_new_tokens`` in a ``context``-token window (None: no limit).
+
+    The rule both engines apply to a longer prompt: keep its *last* ``budget`` tokens (the request and
+    the assistant turn's opening), drop the oldest, and say how many prompts were cut.  A budget
+    below one token is a settings mistake, refused before any compute.
+    """
+    if not context:
+        return None
+    budget = int(context) - max_new_tokens
+    if budget < 1:
+        from lpa.errors import LpaError
+
+        raise LpaError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
+                       f"{context}-token context; use max_new_tokens < {context}.")
+    return budget
+
+
+def warn_truncated(lengths: Sequence[int], budget: int | None, engine: str) -> int:
+    """Log (once per call) how many prompts exceed ``budget`` and are cut to their last tokens; returns the count."""
+    if budget is None:
+        return 0
+    cut = sum(1 for n in lengths if n > budget)
+    if cut:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s: %d of %d prompts are longer than the context allows (%d prompt tokens before the new tokens); "
+            "their oldest tokens were dropped", engine, cut, len(lengths), budget)
+    return cut
+
+
+def model_context(model: Any) -> int | None:
+    """The context length a torch model was trained for (None when its config does not say)."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -198,10 +248,13 @@ def generate_texts(
     stops = stop_token_ids(model, tokenizer)
     pad_id = pad_token_id(tokenizer)
     batches = length_sorted_batches(tokenizer, texts, settings.batch_size)
+    budget = prompt_budget(model_context(model), settings.max_new_tokens)
+    if budget is not None and texts:
+        warn_truncated([len(r) for r in prompt_ids(tokenizer, texts)], budget, "torch engine")
     label = progress if isinstance(progress, str) else "generating"
     with progress_bar(label, len(texts), enabled=None if progress else False) as bar:
         for batch_index, indices in enumerate(batches):
-            batch = tokenize_prompts(tokenizer, [texts[i] for i in indices], device)
+            batch = tokenize_prompts(tokenizer, [texts[i] for i in indices], device, max_length=budget)
             kwargs: dict[str, Any] = dict(
                 max_new_tokens=settings.max_new_tokens,
                 do_sample=settings.do_sample,

@@ -1,20 +1,57 @@
-"""One client for OpenAI-compatible chat-completion endpoints (vLLM servers, hosted APIs).
+"""The one HTTP client for OpenAI-compatible servers: generation (the ``openai`` backend), LLM judges,
+the PAIR attacker and persona trait judges all send their requests through :class:`LLMClient`.
 
-Used by LLM judges, the PAIR attacker and persona trait judges.  Built on the ``openai`` package
-(the ``judges`` extra; imported only when a request is made): per-request timeouts, and retries
-with backoff on connection errors, 408/409/429 and 5xx that honour the server's ``Retry-After``.
-The API key is read from an environment variable and is never logged or written anywhere.
+Built on the ``openai`` package (its connection pool, timeouts and error types), with the retry
+rules in one place, here: connection errors, timeouts, 408/409/425/429 and 5xx answers are retried
+with exponential backoff (the server's ``Retry-After`` wins); any other 4xx can never succeed and is
+raised at once.  Every error shows the server's own error text, with the API key and any
+``Authorization`` value redacted.  The key is read from an environment variable and is never logged
+or written anywhere.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from lpa.errors import LpaError
 from lpa.records import Message
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+_SECRET_PATTERNS = [
+    re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(bearer\s+)?[^\s\"',}]+"),
+    re.compile(r"(?i)((?:api[_-]?key|x-api-key)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"),
+    re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"),
+]
+
+
+class RequestFailed(LpaError):
+    """A request that failed for good; ``status`` is the HTTP status (None: no answer)."""
+
+    def __init__(self, message: str, status: int | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.status, self.detail = status, detail
+
+
+def redact(text: str, secrets: tuple[str | None, ...] = ()) -> str:
+    """``text`` with the given secrets, Authorization/API-key values and ``sk-...`` keys replaced by ``***``."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    text = _SECRET_PATTERNS[0].sub(lambda m: m.group(1) + (m.group(2) or "") + "***", text)
+    text = _SECRET_PATTERNS[1].sub(lambda m: m.group(1) + "***", text)
+    return _SECRET_PATTERNS[2].sub("***", text)
 
 
 @dataclass
@@ -34,7 +71,10 @@ class LLMClient:
     api_key_env: str | None = "OPENAI_API_KEY"
     timeout: float = 60.0
     max_retries: int = 3
+    backoff: float = 0.5  # first wait in seconds; doubles per retry
+    requests: int = 0  # sent, retries included (tests, benches)
     _client: Any = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def _key(self) -> str | None:
         if not self.api_key_env:
@@ -52,14 +92,61 @@ class LLMClient:
         return {"base_url": self.base_url, "model": self.model}
 
     def client(self) -> Any:
-        if self._client is None:
-            try:
-                import openai
-            except ImportError:
-                raise LpaError("LLM endpoints need the openai package: pip install 'lpa[judges]'.") from None
-            self._client = openai.OpenAI(base_url=self.base_url, api_key=self._key() or "EMPTY",
-                                         timeout=self.timeout, max_retries=self.max_retries)
+        with self._lock:
+            if self._client is None:
+                try:
+                    import openai
+                except ImportError:
+                    raise LpaError("OpenAI-compatible servers need the openai package: pip install openai.") from None
+                # retries are ours (send), so one rule covers every caller
+                self._client = openai.OpenAI(base_url=self.base_url, api_key=self._key() or "EMPTY",
+                                             timeout=self.timeout, max_retries=0)
         return self._client
+
+    def send(self, call: Callable[[Any], T], what: str, *, retry_status: frozenset[int] = RETRY_STATUS) -> T:
+        """Run ``call(openai_client)`` under the retry rules; a :class:`RequestFailed` with the server's text.
+
+        ``retry_status``: the HTTP statuses worth retrying (dropped connections and timeouts always are)."""
+        import openai
+
+        client = self.client()
+        url = self.base_url.rstrip("/") + what
+        secrets = (os.environ.get(self.api_key_env) if self.api_key_env else None,)
+        attempts = self.max_retries + 1
+        problem, status, detail = "", None, ""
+        for attempt in range(attempts):
+            wait_s = self.backoff * 2**attempt * (1 + 0.1 * random.random())
+            self.requests += 1
+            try:
+                return call(client)
+            except openai.APIStatusError as exc:
+                status, detail = exc.status_code, redact(_server_text(exc), secrets)
+                if status in (401, 403):
+                    raise RequestFailed(f"{url} rejected the API key (HTTP {status}: {detail}); check "
+                                        f"${self.api_key_env}.", status, detail) from None
+                if status not in retry_status:
+                    raise RequestFailed(f"{url} answered HTTP {status}: {detail}", status, detail) from None
+                problem = f"HTTP {status}: {detail}"
+                wait_s = _retry_after(exc.response.headers.get("retry-after"), wait_s)
+            except openai.APIConnectionError as exc:
+                status, detail = None, ""
+                problem = redact(f"{type(exc).__name__}: {exc.__cause__ or exc}", secrets)
+            if attempt < attempts - 1:
+                log.warning("%s: %s; retry %d/%d in %.1fs", url, problem, attempt + 1, attempts - 1, wait_s)
+                time.sleep(wait_s)
+        raise RequestFailed(f"Request to {url} failed after {attempts} attempts: {problem}", status, detail)
+
+    def post(self, path: str, body: dict[str, Any], *,
+             retry_status: frozenset[int] = RETRY_STATUS) -> dict[str, Any]:
+        """POST a JSON body to ``base_url + path``; the answer as JSON (``{"text": ...}`` for plain text)."""
+        raw = self.send(lambda c: c.post(path, body=body, cast_to=object), path, retry_status=retry_status)
+        if isinstance(raw, dict):
+            return raw
+        try:
+            data = json.loads(raw)
+        except (TypeError, json.JSONDecodeError):  # vLLM's load_lora_adapter answers plain text
+            return {"text": str(raw)}
+        return data if isinstance(data, dict) else {"data": data}
 
     def chat(
         self,
@@ -70,23 +157,11 @@ class LLMClient:
         top_logprobs: int = 0,
         **extra: Any,
     ) -> ChatResult:
-        import openai
-
-        client = self.client()
-        options: dict[str, Any] = dict(model=self.model, messages=messages, max_tokens=max_tokens,
-                                       temperature=temperature, **extra)
+        body: dict[str, Any] = dict(model=self.model, messages=messages, max_tokens=max_tokens,
+                                    temperature=temperature, **extra)
         if top_logprobs:
-            options.update(logprobs=True, top_logprobs=top_logprobs)
-        try:
-            response = client.chat.completions.create(**options)
-        except openai.AuthenticationError as exc:
-            raise LpaError(f"{self.base_url} rejected the API key (HTTP {exc.status_code}); "
-                           f"check ${self.api_key_env}.") from None
-        except openai.APIStatusError as exc:
-            raise LpaError(f"Request to {self.base_url} failed: HTTP {exc.status_code} {str(exc)[:200]}") from None
-        except openai.APIError as exc:  # timeouts and connection errors, after the retries
-            raise LpaError(f"Request to {self.base_url} failed: {exc.__class__.__name__}: {exc}") from None
-        data = response.model_dump() if hasattr(response, "model_dump") else dict(response)
+            body.update(logprobs=True, top_logprobs=top_logprobs)
+        data = self.post("/chat/completions", body)
         try:
             choice = data["choices"][0]
             text = (choice.get("message") or {}).get("content") or ""
@@ -98,6 +173,29 @@ class LLMClient:
             for item in content[0].get("top_logprobs") or []:
                 logprobs[item["token"]] = float(item["logprob"])
         return ChatResult(text=text, first_token_logprobs=logprobs, raw=data)
+
+
+def _server_text(exc: Any) -> str:
+    """The server's own error message (its JSON ``error.message`` or body), not the SDK's summary."""
+    try:
+        text = exc.response.text
+    except Exception:  # noqa: BLE001 - a response without a readable body
+        return str(exc)[:500]
+    try:
+        data = json.loads(text)
+        error = data.get("error", data) if isinstance(data, dict) else data
+        message = error.get("message") if isinstance(error, dict) else None
+        text = str(message or error or text)
+    except (json.JSONDecodeError, AttributeError):
+        pass
+    return " ".join(text.split())[:500]
+
+
+def _retry_after(header: str | None, default: float) -> float:
+    try:
+        return max(0.0, float(header)) if header is not None else default
+    except ValueError:
+        return default
 
 
 def _is_local(url: str) -> bool:

@@ -50,7 +50,9 @@ def eval_command(
     examples: int | None = typer.Option(None, "--examples", help="Show N truncated completions per cell in report.md."),
     out: Path = typer.Option(Path("runs/eval"), "--out", "-o", help="Run directory (reruns resume)."),
     backend: str | None = typer.Option(
-        None, "--backend", help="Generation engine: hf (in process), openai (vLLM/SGLang/llama.cpp/TGI server) or vllm."
+        None, "--backend", "--engine",
+        help="Generation engine: auto (default: llama.cpp for a GGUF model on the CPU, else hf), hf (torch), "
+             "llama.cpp, openai (an OpenAI-compatible server; tested: llama_cpp.server) or vllm."
     ),
     base_url: str | None = typer.Option(None, "--base-url", help="Server URL for --backend openai (…/v1)."),
     served_model: str | None = typer.Option(None, "--served-model", help="Base model's name on the server."),

@@ -117,7 +117,7 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder (a rerun resumes)."),
     data_dir: str | None = DataDirOption,
     steps: int | None = typer.Option(None, help="LPA training steps (default 6)."),
-    n: int = typer.Option(12, help="Harmful and XSTest-safe prompts evaluated per model."),
+    n: int = typer.Option(40, help="Harmful and XSTest-safe prompts evaluated per model."),
     max_new_tokens: int = typer.Option(48, help="Tokens generated per evaluation prompt."),
     mmlu: int = typer.Option(30, help="MMLU questions for the utility check (0 = skip)."),
 ) -> None:
@@ -156,6 +156,9 @@ def _print_headline(console: Console, config: ExperimentSpec, result: Experiment
     for row in headline(result.summary, judge):
         table.add_row(*row)
     console.print(table)
+    from lpa.experiments.demo import detectable_line
+
+    console.print(detectable_line(config), highlight=False)
     console.print(f"everything else: {result.report}")
 
 

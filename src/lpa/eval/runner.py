@@ -123,6 +123,7 @@ def evaluate(
 
     prepared = prepare_suite(suite)
     writable_dir(out_dir)  # a file or a read-only folder as --out fails here, not after the model loaded
+    suite = with_engine(suite, model_spec, device)
     if suite.backend.name != "hf" and not needs_weights(suite):
         model, tokenizer = None, load_tokenizer(model_spec)
         identity = spec_identity(model_spec, adapter)
@@ -130,6 +131,16 @@ def evaluate(
         loaded = load(model_spec, adapter=adapter, device=device, dtype=dtype)
         model, tokenizer, identity = loaded.model, loaded.tokenizer, loaded.identity
     return evaluate_model(model, tokenizer, suite, out_dir, identity=identity, progress=progress, prepared=prepared)
+
+
+def with_engine(suite: EvalSuite, model_spec: str, device: str | None = None) -> EvalSuite:
+    """The suite with ``backend: auto`` resolved for this model (recorded in config.yaml as resolved)."""
+    from lpa.eval.backends import resolve_engine
+
+    name = resolve_engine(suite.backend, model_spec, device)
+    if name == suite.backend.name:
+        return suite
+    return suite.model_copy(update={"backend": suite.backend.model_copy(update={"name": name})})
 
 
 def run_identity(model: Any, model_name: str | None = None, adapter: str | Path | None = None) -> ModelIdentity:
@@ -170,6 +181,7 @@ def evaluate_model(
     prepared = prepared or prepare_suite(suite)
     out = writable_dir(out_dir)
     identity = identity or run_identity(model, model_name, adapter)
+    suite = with_engine(suite, identity.model, None if model is None else str(next(model.parameters()).device.type))
     with run_lock(out), _Store(out) as store:
         atomic_write_text(out / "config.yaml", dump_config(suite))
         return _evaluate(model, tokenizer, suite, out, store, identity, prepared, progress)
@@ -325,7 +337,8 @@ class _Runner:
 
     # -- generation ---------------------------------------------------------------------
     def _base_key(self, sample: Sample, attack: Attack) -> dict[str, Any]:
-        return {**self.identity.key(), "benchmark": sample.benchmark, "sample": sample.id,
+        return {**self.identity.key(), **self.suite.backend.engine_key(self.backend.engine),
+                "benchmark": sample.benchmark, "sample": sample.id,
                 "attack": attack.spec(), "settings": self.settings.key(), "system": self.suite.system}
 
     def generate_prompts(self, prompts: Sequence[AttackedPrompt],
@@ -365,7 +378,7 @@ class _Runner:
             settings=self.settings.key(), messages=unit.prompt.messages, prefill=unit.prompt.prefill,
             text=completion.text, prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens, finish_reason=completion.finish_reason,
-            variant=unit.prompt.variant, info=unit.prompt.info,
+            variant=unit.prompt.variant, info=unit.prompt.info, engine=getattr(self.backend, "engine", None) or None,
         )
         return {**gen.model_dump(mode="json"), "key": unit.key}
 
@@ -426,7 +439,8 @@ class _Runner:
         assert self.suite.utility is not None
         cache = self.store.gen_path.parent / "utility.jsonl"
         return run_utility(self.model, self.tokenizer, self.suite.utility, cache,
-                           key=self.identity.key(), backend=self.backend)
+                           key={**self.identity.key(), **self.suite.backend.engine_key(self.backend.engine)},
+                           backend=self.backend)
 
 
 def judge_generations(store: _Store, judge: Judge, gens: list[tuple[Sample, Generation, str]], attack_label: str, *,

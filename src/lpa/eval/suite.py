@@ -78,7 +78,8 @@ class EvalSuite(BaseModel):
     generation: GenerationSettings = Field(default_factory=_default_generation, description="Decoding settings.")
     backend: BackendConfig = Field(
         default_factory=BackendConfig,
-        description="Generation engine: hf (in process), openai (vLLM/SGLang/llama.cpp/TGI server) or vllm; "
+        description="Generation engine: auto (llama.cpp for a GGUF model on the CPU, else hf), hf, llama.cpp, openai "
+        "(an OpenAI-compatible server) or vllm; "
         "parts that need the weights (white-box attacks, probe judges, loglik MMLU) always run on hf.",
     )
     bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for 95% CIs (0 = none).")

@@ -138,7 +138,7 @@ def mmlu_generate(model: Any, tokenizer: Any, questions: Sequence[Question], bat
 
     ``backend`` (see :mod:`lpa.eval.backends`) generates instead of ``model`` when given.
     """
-    from lpa.eval.backends import HFBackend
+    from lpa.eval.backends.hf import HFBackend
     from lpa.generation import GenerationSettings
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)

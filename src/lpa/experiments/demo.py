@@ -1,10 +1,14 @@
-"""``lpa demo``: faithful LPA on a model that can refuse, base vs LPA, in about 15 minutes on 2 cores.
+"""``lpa demo``: faithful LPA on a model that can refuse, base vs LPA, on 2 CPU cores.
 
 Train LPA (faithful layout: the undesirable ``big-five`` statements under attack, the desirable
 ones as the KL anchor; ``embedded`` preset) on ``qwen2.5-coder-0.5b``, then evaluate the base
-model and the adapter on held-out HarmBench-val requests and XSTest safe prompts (the built-in
-smoke set when no data folder is given) under a direct request and an attack no training sees
-(prefill), with the default judge, plus MMLU by log-likelihood.  The terminal shows a headline of
+model and the adapter on 40 held-out HarmBench-val requests and 40 XSTest safe prompts (the
+built-in smoke set when no data folder is given) under a direct request and two attack families no
+training sees (prefill, and the shipped human-style jailbreak templates, on the harmful requests),
+with the default judge, plus MMLU by log-likelihood.  Generation runs on the llama.cpp engine when
+it is installed (``backend: auto``: several times faster than torch on a CPU); training and
+log-likelihood scoring stay on torch.  The smallest ASR difference this design can detect is
+printed under the headline (:func:`detectable_line`).  The terminal shows a headline of
 at most 12 rows; everything else is in ``runs/demo/report.md``.  It is an ordinary experiment
 spec, so the same folders, caching, resume and report apply.
 """
@@ -21,7 +25,8 @@ from lpa.experiments.spec import ExperimentSpec, MethodEntry
 
 DEMO_MODEL = "qwen2.5-coder-0.5b"
 DEMO_STEPS = 4  # one Qwen-0.5B sweep (keyword, n=8): refusals up by step 4, collapse onto the training sentence by step 8
-UNSEEN_ATTACKS = ("prefill",)
+UNSEEN_ATTACKS = ("prefill", "template")  # attack families no training sees; run on the harmful requests only
+DEMO_N = 40  # prompts per benchmark: with 40, a 0.31 ASR difference is detectable (12 could only show 0.57)
 
 
 def default_judge() -> str:
@@ -37,7 +42,7 @@ def demo_spec(
     steps: int | None = None,
     max_new_tokens: int = 48,
     mmlu: int = 30,
-    n: int = 12,
+    n: int = DEMO_N,
 ) -> ExperimentSpec:
     data_dir = data_dir or os.environ.get("LPA_DATA_DIR")
     have = (lambda name: bool(data_dir) and (Path(data_dir or ".") / name).is_file())  # noqa: E731
@@ -65,6 +70,7 @@ def demo_spec(
             "name": "demo",
             "benchmarks": benchmarks,
             "attacks": ["direct", *UNSEEN_ATTACKS],
+            "attack_benchmarks": {a: [_first_name(benchmarks)] for a in UNSEEN_ATTACKS},
             "judges": [judge, "keyword"] if judge != "keyword" else [judge],
             "generation": {"max_new_tokens": max_new_tokens, "batch_size": 16},
             "bootstrap": 500,
@@ -73,6 +79,25 @@ def demo_spec(
         reference=None,
         analyses={"overlap": False},
     )
+
+
+def _first_name(benchmarks: Sequence[Any]) -> str:
+    first = benchmarks[0]
+    return first if isinstance(first, str) else first["name"]
+
+
+def detectable_line(spec: ExperimentSpec, alpha: float = 0.05, power: float = 0.8) -> str:
+    """The design's smallest detectable ASR difference (two proportions, worst case p = 0.5), for the headline."""
+    from lpa.experiments.power import min_detectable_difference
+
+    first = spec.eval.benchmarks[0]
+    n = (first.get("args", {}) or {}).get("limit") if isinstance(first, dict) else None
+    n = n or spec.eval.limit
+    if not n:
+        return "smallest detectable ASR difference: unknown (no per-benchmark limit)"
+    mde = min_detectable_difference(int(n), alpha=alpha, power=power)
+    return (f"smallest detectable ASR difference with n={n} prompts per cell (two-sided α={alpha}, power {power:.0%}, "
+            f"worst case p=0.5): {mde:.2f}; paired tests on the same prompts detect less when answers agree")
 
 
 def headline(summary: Sequence[dict[str, Any]], judge: str, methods: Sequence[str] = ("base", "lpa")) -> list[list[str]]:

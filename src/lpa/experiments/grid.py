@@ -53,6 +53,12 @@ def check_experiment(spec: ExperimentSpec) -> None:
                 train_config(spec, cell, spec.out_dir / "_check")
             except (LpaError, ValueError) as exc:
                 problems.append(f"{label}: training config: {exc}")
+    try:  # one engine for the whole study: answers of two engines differ
+        from lpa.eval.backends import check_one_engine
+
+        check_one_engine([(suite_for(spec, c.entry).backend, c.model) for c in cells(spec)], spec.device)
+    except (LpaError, ValueError) as exc:
+        problems.append(str(exc))
     for label, suite in suites.values():
         where = "eval suite" if len(suites) == 1 else f"eval suite of {label}"
         problems += [f"{where}: {p}" for p in suite_problems(suite)]

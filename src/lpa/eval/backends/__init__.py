@@ -1,32 +1,36 @@
-"""Generation backends: where completions come from.
+"""Generation backends: where completions come from.  Each backend is one module registered in
+:data:`BACKENDS`:
 
-* ``hf`` — ``model.generate`` in this process (always available; the only one that can do
-  white-box attacks, steering, probes and log-likelihood scoring).
-* ``openai`` — any OpenAI-compatible server (vLLM, SGLang, llama.cpp's server, TGI); a LoRA
-  adapter is addressed the way vLLM serves it: ``--enable-lora --lora-modules NAME=PATH`` and
-  ``NAME`` as the request's model.
+* ``hf`` — the torch engine in this process (:func:`lpa.generation.generate`; the only one that
+  can do white-box attacks, steering, probes and log-likelihood scoring).
+* ``llama.cpp`` — llama.cpp in this process on a GGUF model as shipped (``pip install
+  'lpa[llamacpp]'``): continuous batching with a shared prompt prefix, PEFT adapters served as
+  GGUF LoRA (:mod:`lpa.models.gguf_lora`).  The default for generation on the CPU with a GGUF model.
+* ``openai`` — an OpenAI-compatible server (tested: ``llama_cpp.server`` and our fake server, no
+  other); a LoRA adapter is addressed the way vLLM serves it: ``--lora-modules NAME=PATH``.
 * ``vllm`` — vLLM in this process (``pip install 'lpa[vllm]'``), LoRA per request.
 
-Every backend batches prompts the same way and returns :class:`lpa.generation.Completion`
-rows, and cache keys never name the backend: a run can switch backend and still resume.
+Every backend returns :class:`lpa.generation.Completion` rows in input order.  Cache keys name the
+*engine* (what computes the answers: ``llama.cpp``, ``vllm``...), never the transport, and omit it
+for torch so older runs stay valid: a run may switch between hf and a server of the same engine
+and resume, but answers of two engines are never mixed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from lpa.generation import Completion, Conversation, GenerationSettings
+from lpa.registry import Registry
 
-if TYPE_CHECKING:
-    from lpa.eval.suite import EvalSuite
+__all__ = ["BACKENDS", "Backend", "BackendConfig", "check_one_engine", "make_backend", "resolve_engine"]
 
-__all__ = ["Backend", "BackendConfig", "HFBackend", "make_backend", "needs_weights", "routing"]
-
-BackendName = Literal["hf", "openai", "vllm"]
+BACKENDS: Registry[Any] = Registry("backend", package="lpa.eval.backends")
+"""Backend classes by name; each has ``engine`` (what makes its answers) and ``create(config, ...)``."""
 
 
 class BackendConfig(BaseModel):
@@ -34,7 +38,9 @@ class BackendConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: BackendName = Field("hf", description="hf (in process), openai (an OpenAI-compatible server) or vllm.")
+    name: str = Field(
+        "auto", description="auto (llama.cpp for a GGUF model on the CPU when installed, else hf), hf (torch, in "
+        "process), llama.cpp (in process, GGUF), openai (an OpenAI-compatible server) or vllm.")
     base_url: str | None = Field(None, description="Server URL for openai, e.g. http://127.0.0.1:8000/v1.")
     served_model: str | None = Field(None, description="Base model name on the server (default: the model spec).")
     lora_name: str | None = Field(
@@ -58,14 +64,41 @@ class BackendConfig(BaseModel):
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vllm: GPU memory fraction.")
     max_lora_rank: int = Field(64, ge=1, description="vllm: largest LoRA rank to serve.")
 
+    engine: str | None = Field(
+        None, description="openai: the engine behind the server (e.g. vllm, llama.cpp); joins the cache key, so "
+        "answers of different engines are never mixed (default: not recorded).")
+    threads: int | None = Field(None, ge=1, description="llama.cpp: CPU threads (default: all cores).")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value != "auto" and value not in BACKENDS:
+            from lpa.errors import unknown_choice
+
+            raise unknown_choice("backend", value, ["auto", *BACKENDS.names()])
+        return value
+
     @model_validator(mode="after")
     def _needs_url(self) -> BackendConfig:
         if self.name == "openai" and not self.base_url:
             raise ValueError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1)")
         return self
 
+    @model_serializer(mode="wrap")
+    def _omit_unset_new_fields(self, handler: Any) -> dict[str, Any]:
+        """Leave out ``engine``/``threads`` when unset, so suites written before they existed keep their keys."""
+        data = handler(self)
+        for name in ("engine", "threads"):
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
+
     def describe(self) -> str:
         return f"openai ({self.base_url})" if self.name == "openai" else self.name
+
+    def engine_key(self, engine: str) -> dict[str, str]:
+        """The cache-key part naming the engine (empty for torch, so keys from before engines existed hold)."""
+        return {} if engine in ("torch", "") else {"engine": engine}
 
     def public(self) -> dict[str, Any]:
         """Settings safe to record (no key)."""
@@ -77,6 +110,7 @@ OnBatch = Callable[[list[int], list[Completion]], None]
 
 class Backend(Protocol):
     name: str
+    engine: str  # what computes the answers (torch, llama.cpp, vllm...): joins the cache key unless torch
 
     def generate(
         self,
@@ -88,23 +122,6 @@ class Backend(Protocol):
         progress: bool | str = False,
         on_batch: OnBatch | None = None,
     ) -> list[Completion]: ...
-
-
-class HFBackend:
-    """``model.generate`` in process (see :func:`lpa.generation.generate`)."""
-
-    name = "hf"
-
-    def __init__(self, model: Any, tokenizer: Any) -> None:
-        self.model, self.tokenizer = model, tokenizer
-
-    def generate(self, conversations: Sequence[Conversation], settings: GenerationSettings, *,
-                 system: str | None = None, prefills: Sequence[str | None] | None = None,
-                 progress: bool | str = False, on_batch: OnBatch | None = None) -> list[Completion]:
-        from lpa.generation import generate
-
-        return generate(self.model, self.tokenizer, conversations, settings, system=system, prefills=prefills,
-                        progress=progress, on_batch=on_batch)
 
 
 def default_lora_name(adapter: str | Path) -> str:
@@ -121,49 +138,75 @@ def default_lora_name(adapter: str | Path) -> str:
 
 
 def make_backend(config: BackendConfig, *, model: Any, tokenizer: Any, model_name: str,
-                 adapter: str | None) -> Backend:
-    if config.name == "hf":
-        if model is None:
-            raise ValueError("the hf backend needs a loaded model")
-        return HFBackend(model, tokenizer)
-    if config.name == "openai":
-        from lpa.eval.backends.openai import OpenAIBackend
-
-        return OpenAIBackend(config, tokenizer, model_name, adapter)
-    from lpa.eval.backends.vllm import VLLMBackend
-
-    return VLLMBackend(config, tokenizer, model_name, adapter)
+                 adapter: str | None, device: str | None = None) -> Backend:
+    """The registered backend named by ``config`` (``auto`` resolved by :func:`resolve_engine`)."""
+    name = resolve_engine(config, model_name, device)
+    return BACKENDS.get(name).create(config, model=model, tokenizer=tokenizer, model_name=model_name, adapter=adapter)
 
 
-def needs_weights(suite: EvalSuite) -> list[str]:
-    """The parts of a suite that need the model's weights in this process (empty: a tokenizer is enough)."""
-    from lpa.eval.attacks import ATTACKS
-    from lpa.eval.judges import JUDGES
+def is_gguf_spec(model_name: str) -> bool:
+    """Whether a model spec names a GGUF model (an embedded alias or a ``.gguf`` path), without fetching it."""
+    from lpa.models.aliases import resolve_alias
 
-    parts = []
-    for spec in suite.attacks:
-        name = _name(spec)
-        if getattr(ATTACKS.get(name), "needs_weights", False):
-            parts.append(f"attack {name} (optimisation)")
-    for spec in suite.judges:
-        name = _name(spec)
-        if getattr(JUDGES.get(name), "needs_model", False):
-            parts.append(f"judge {name}")
-    if suite.utility is not None and "loglik" in suite.utility.methods:
-        parts.append("utility loglik")
-    return parts
+    alias = resolve_alias(model_name)
+    return alias.asset is not None if alias is not None else model_name.endswith(".gguf")
 
 
-def routing(suite: EvalSuite) -> dict[str, str]:
-    """What runs where, for the report: generation on the chosen backend, weight-bound parts on hf."""
-    backend = suite.backend.describe()
-    route = {"generation (transform attacks, PAIR targets, GCG final prompts)": backend}
-    for part in needs_weights(suite):
-        route[part] = "hf (needs the weights in process)"
-    if suite.utility is not None and "generate" in suite.utility.methods:
-        route["utility generate"] = backend
-    return route
+def gguf_source(model_name: str) -> Path | None:
+    """The GGUF file a model spec loads from (alias asset, fetched on first use, or ``.gguf`` path), else None."""
+    if not is_gguf_spec(model_name):
+        return None
+    from lpa.models.loader import _resolve_source
+
+    path = Path(_resolve_source(model_name))
+    return path if path.suffix == ".gguf" else None
 
 
-def _name(spec: Any) -> str:
-    return (spec["name"] if isinstance(spec, dict) else spec.partition(":")[0]).strip()
+def llama_cpp_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def resolve_engine(config: BackendConfig, model_name: str, device: str | None = None) -> str:
+    """``auto``: llama.cpp for a GGUF model on the CPU when ``llama-cpp-python`` is installed, else hf.
+
+    An explicit name is returned as given (``--engine hf`` keeps the torch path everywhere).
+    """
+    if config.name != "auto":
+        return config.name
+    if _on_cpu(device) and llama_cpp_available() and is_gguf_spec(model_name):
+        return "llama.cpp"
+    return "hf"
+
+
+def check_one_engine(cells: Sequence[tuple[BackendConfig, str]], device: str | None = None) -> str:
+    """The one engine every (backend config, model) cell of a study generates with; an error when they differ.
+
+    Answers from two engines differ (llama.cpp quantises activations), so a study comparing cells
+    must not mix them; ``backend.name: hf`` (or ``llama.cpp`` with GGUF models only) pins one.
+    """
+    from lpa.errors import LpaError
+
+    engines = {f"{m} ({c.name})": _engine_of(c, m, device) for c, m in cells}
+    if len(set(engines.values())) > 1:
+        listed = ", ".join(f"{m}: {e}" for m, e in engines.items())
+        raise LpaError(f"The cells would generate with different engines ({listed}); answers of two engines "
+                       "differ, so the cells would not be comparable. Pin one engine for the whole study with "
+                       "eval.backend.name (hf works for every model; llama.cpp needs GGUF models).")
+    return next(iter(engines.values()), "torch")
+
+
+def _engine_of(config: BackendConfig, model_name: str, device: str | None) -> str:
+    name = resolve_engine(config, model_name, device)
+    if name == "openai":
+        return config.engine or "server"
+    return {"hf": "torch"}.get(name, name)
+
+
+def _on_cpu(device: str | None) -> bool:
+    if device not in (None, "auto"):
+        return str(device) == "cpu"
+    from lpa.models.loader import resolve_device
+
+    return resolve_device(None).type == "cpu"

@@ -1,29 +1,28 @@
-"""Generation through an OpenAI-compatible server (vLLM, SGLang, llama.cpp's server, TGI).
+"""Generation through an OpenAI-compatible server.
+
+Tested against ``llama_cpp.server`` (llama-cpp-python's server, started by the slow tests) and our
+fake server (:mod:`lpa.eval.backends.support.server`, which speaks vLLM's extensions: several prompts per
+request, ``return_token_ids``, ``continue_final_message``); no other server is tested here.
 
 Prompts are formatted here with the model's own chat template and sent to ``/completions``
 (several per request, ``settings.batch_size`` of them), so the server continues exactly the
 text the HF backend would (prefill attacks included); ``api="chat"`` sends messages instead.
-Requests run ``concurrency`` at a time; 429/5xx answers, timeouts and dropped connections are
-retried with exponential backoff (``Retry-After`` wins); each finished request is handed to
-``on_batch`` at once, so a killed run loses only requests in flight.
+A server that rejects a list of prompts (``llama_cpp.server`` asserts one prompt per request) is
+detected on the first such request: it is retried prompt by prompt, and if that works the rest of
+the run sends one prompt per request.  Requests run ``concurrency`` at a time through the one
+HTTP client (:class:`lpa.llm_client.LLMClient`: retries, backoff, Retry-After, key redaction);
+each finished request is handed to ``on_batch`` at once, so a killed run loses only requests in flight.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
 import logging
-import os
-import random
-import time
-import urllib.error
-import urllib.request
+import threading
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from lpa.errors import LpaError
-from lpa.eval.backends import BackendConfig, OnBatch, default_lora_name
+from lpa.eval.backends import BACKENDS, BackendConfig, OnBatch, default_lora_name
 from lpa.generation import (
     Completion,
     Conversation,
@@ -33,27 +32,40 @@ from lpa.generation import (
     to_messages,
     uses_chat_template,
 )
+from lpa.llm_client import RETRY_STATUS, LLMClient, RequestFailed
 
 log = logging.getLogger(__name__)
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 FINISH = {"stop": "eos", "eos": "eos", "length": "length"}
-
-
-class RequestFailed(LpaError):
-    pass
 
 
 class OpenAIBackend:
     name = "openai"
+
+    @property
+    def engine(self) -> str:
+        return self.config.engine or ""  # not recorded: the server is trusted to be the same engine
+
+    @classmethod
+    def create(cls, config: BackendConfig, *, model: Any, tokenizer: Any, model_name: str,
+               adapter: str | None) -> OpenAIBackend:
+        return cls(config, tokenizer, model_name, adapter)
 
     def __init__(self, config: BackendConfig, tokenizer: Any, model_name: str, adapter: str | None) -> None:
         self.config, self.tokenizer = config, tokenizer
         base = config.served_model or model_name
         self.request_model = (config.lora_name or default_lora_name(adapter)) if adapter else base
         self.url = (config.base_url or "").rstrip("/")
-        self.requests = 0  # sent, retries included (for tests and benches)
+        self.client = LLMClient(self.url, self.request_model, config.api_key_env, timeout=config.timeout,
+                                max_retries=config.max_retries, backoff=config.backoff)
         self.adapter = adapter
         self._lora_loaded = False
+        self.one_prompt_per_request = False  # learnt from the server on the first rejected list
+        self._probe = threading.Lock()
+
+    @property
+    def requests(self) -> int:
+        """Requests sent, retries included (for tests and benches)."""
+        return self.client.requests
 
     def load_lora(self) -> None:
         """vLLM's runtime LoRA loading: adapters trained during an experiment need no server restart."""
@@ -84,7 +96,8 @@ class OpenAIBackend:
             groups = [[i] for i in range(len(texts))]
         else:
             payloads = texts
-            groups = length_sorted_batches(self.tokenizer, texts, settings.batch_size)
+            size = 1 if self.one_prompt_per_request else settings.batch_size
+            groups = length_sorted_batches(self.tokenizer, texts, size)
         results: list[Completion | None] = [None] * len(texts)
         label = progress if isinstance(progress, str) else "generating"
         with progress_bar(f"{label} ({self.url})", len(texts), enabled=None if progress else False) as bar, \
@@ -137,8 +150,30 @@ class OpenAIBackend:
         return {**body, **self.config.extra}
 
     def _request(self, payloads: list[Any], texts: list[str], settings: GenerationSettings) -> list[Completion]:
+        if len(payloads) > 1 and self.config.api != "chat":
+            if self.one_prompt_per_request:
+                return [c for p, t in zip(payloads, texts, strict=True) for c in self._request([p], [t], settings)]
+            try:
+                # a 5xx on a list may be the server refusing lists: probe prompt by prompt instead of retrying
+                data = self.post("/completions", self._body(payloads, settings), retry_status=frozenset({429}))
+            except RequestFailed as exc:
+                if exc.status is None or exc.status in (401, 403, 404, 429):
+                    raise
+                self._one_prompt_per_request(exc)
+                return [c for p, t in zip(payloads, texts, strict=True) for c in self._request([p], [t], settings)]
+            return self._completions(data, payloads, texts, "/completions")
         path = "/chat/completions" if self.config.api == "chat" else "/completions"
-        data = self.post(path, self._body(payloads, settings))
+        return self._completions(self.post(path, self._body(payloads, settings)), payloads, texts, path)
+
+    def _one_prompt_per_request(self, exc: RequestFailed) -> None:
+        with self._probe:
+            if not self.one_prompt_per_request:
+                log.warning("%s rejected %s prompts in one request (HTTP %s: %s); sending one prompt per request "
+                            "for the rest of this run (set generation.batch_size: 1 to skip this probe)",
+                            self.url, "several", exc.status, exc.detail)
+                self.one_prompt_per_request = True
+
+    def _completions(self, data: dict[str, Any], payloads: list[Any], texts: list[str], path: str) -> list[Completion]:
         try:
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
             if len(choices) != len(payloads):
@@ -160,43 +195,10 @@ class OpenAIBackend:
                                           finish_reason=FINISH.get(str(choice.get("finish_reason")), "eos")))
         return completions
 
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST JSON with retries: 429/5xx (honouring Retry-After), timeouts and dropped connections."""
-        url = self.url + path
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        payload = json.dumps(body).encode()
-        problem = ""
-        for attempt in range(self.config.max_retries + 1):
-            wait_s = self.config.backoff * 2**attempt * (1 + 0.1 * random.random())
-            self.requests += 1
-            try:
-                request = urllib.request.Request(url, data=payload, headers=headers, method="POST")
-                with urllib.request.urlopen(request, timeout=self.config.timeout) as response:
-                    raw = response.read().decode()
-                    try:
-                        return json.loads(raw)
-                    except json.JSONDecodeError:  # vLLM's load_lora_adapter answers plain text
-                        return {"text": raw}
-            except urllib.error.HTTPError as exc:
-                detail = exc.read().decode(errors="replace")[:300]
-                if exc.code not in RETRY_STATUS:
-                    raise RequestFailed(f"{url} answered HTTP {exc.code}: {detail}") from None
-                problem = f"HTTP {exc.code}"
-                wait_s = _retry_after(exc.headers.get("Retry-After"), wait_s)
-            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError,
-                    json.JSONDecodeError) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            if attempt < self.config.max_retries:
-                log.warning("%s: %s; retry %d/%d in %.1fs", url, problem, attempt + 1, self.config.max_retries, wait_s)
-                time.sleep(wait_s)
-        raise RequestFailed(f"Request to {url} failed after {self.config.max_retries + 1} attempts: {problem}")
+    def post(self, path: str, body: dict[str, Any], *,
+             retry_status: frozenset[int] = RETRY_STATUS) -> dict[str, Any]:
+        """POST through the one client (:meth:`lpa.llm_client.LLMClient.send`: retries, redaction)."""
+        return self.client.post(path, body, retry_status=retry_status)
 
 
-def _retry_after(header: str | None, default: float) -> float:
-    try:
-        return max(0.0, float(header)) if header is not None else default
-    except ValueError:
-        return default
+BACKENDS.register("openai", OpenAIBackend)

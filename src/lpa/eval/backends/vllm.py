@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lpa.errors import LpaError
-from lpa.eval.backends import BackendConfig, OnBatch, default_lora_name
+from lpa.eval.backends import BACKENDS, BackendConfig, OnBatch, default_lora_name
 from lpa.generation import (
     Completion,
     Conversation,
@@ -25,6 +25,12 @@ from lpa.generation import (
 
 class VLLMBackend:
     name = "vllm"
+    engine = "vllm"
+
+    @classmethod
+    def create(cls, config: BackendConfig, *, model: Any, tokenizer: Any, model_name: str,
+               adapter: str | None) -> VLLMBackend:
+        return cls(config, tokenizer, model_name, adapter)
     _engines: dict[tuple[str, int], Any] = {}
 
     def __init__(self, config: BackendConfig, tokenizer: Any, model_name: str, adapter: str | None) -> None:
@@ -42,7 +48,7 @@ class VLLMBackend:
                 tensor_parallel_size=config.tensor_parallel_size,
                 gpu_memory_utilization=config.gpu_memory_utilization,
             )
-        self.engine = self._engines[key]
+        self.llm = self._engines[key]
         self.lora = None
         if adapter:
             from vllm.lora.request import LoRARequest
@@ -72,7 +78,7 @@ class VLLMBackend:
             for group in chunks:
                 special = not uses_chat_template(self.tokenizer)  # templates carry their own BOS
                 ids = self.tokenizer([texts[i] for i in group], add_special_tokens=special)["input_ids"]
-                outputs = self.engine.generate([{"prompt_token_ids": x} for x in ids], params,
+                outputs = self.llm.generate([{"prompt_token_ids": x} for x in ids], params,
                                                lora_request=self.lora, use_tqdm=False)
                 completions = [
                     Completion(text=o.outputs[0].text, prompt_tokens=len(o.prompt_token_ids),
@@ -86,3 +92,6 @@ class VLLMBackend:
                     on_batch(group, completions)
                 bar.advance(len(group))
         return [r for r in results if r is not None]
+
+
+BACKENDS.register("vllm", VLLMBackend)

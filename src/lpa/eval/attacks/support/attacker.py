@@ -103,7 +103,8 @@ class AttackerLM:
         return chat
 
     def _local_backend(self) -> Any:
-        from lpa.eval.backends import BackendConfig, HFBackend, make_backend
+        from lpa.eval.backends import BackendConfig, make_backend
+        from lpa.eval.backends.hf import HFBackend
 
         spec = str(self.args.attacker_model)
         if spec == "target":

@@ -26,6 +26,8 @@ class Faults:
     retry_after: float = 0.05
     drop: int = 0  # next N requests: close the connection without an answer
     delay: float = 0.0  # seconds added to every answer
+    one_prompt: bool = False  # answer a list of prompts with HTTP 500, as llama_cpp.server does
+    echo_auth: int = 0  # next N requests: HTTP 400 whose text echoes the Authorization header
 
 
 @dataclass
@@ -131,6 +133,11 @@ def _handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
                 elif faults.drop > 0:
                     faults.drop -= 1
                     fault = "drop"
+                elif faults.echo_auth > 0:
+                    faults.echo_auth -= 1
+                    fault = "echo"
+                elif faults.one_prompt and isinstance(body.get("prompt"), list) and len(body["prompt"]) > 1:
+                    fault = "list"
                 else:
                     fault = ""
                 server.log.in_flight += 1
@@ -142,6 +149,13 @@ def _handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
                 if fault == "drop":
                     self.close_connection = True
                     self.connection.close()
+                    return
+                if fault == "echo":
+                    text = f"bad request from Authorization: {self.headers.get('Authorization')}"
+                    self._send(400, {"error": {"message": text}})
+                    return
+                if fault == "list":
+                    self._send(500, {"error": {"message": "AssertionError: len(body.prompt) <= 1"}})
                     return
                 if self.path.endswith("/load_lora_adapter"):
                     server.names.add(str(body.get("lora_name")))
