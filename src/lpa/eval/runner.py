@@ -181,7 +181,11 @@ def evaluate_model(
     prepared = prepared or prepare_suite(suite)
     out = writable_dir(out_dir)
     identity = identity or run_identity(model, model_name, adapter)
-    suite = with_engine(suite, identity.model, None if model is None else str(next(model.parameters()).device.type))
+    if model is not None and suite.backend.name == "auto":
+        # a model object given here is what the caller means to evaluate (weights being trained, edited...):
+        # generate with it on torch, never from the file its name points to
+        suite = suite.model_copy(update={"backend": suite.backend.model_copy(update={"name": "hf"})})
+    suite = with_engine(suite, identity.model)
     with run_lock(out), _Store(out) as store:
         atomic_write_text(out / "config.yaml", dump_config(suite))
         return _evaluate(model, tokenizer, suite, out, store, identity, prepared, progress)

@@ -97,7 +97,8 @@ def selection_suites(settings: SelectionSettings, templates: list[str], data_dir
     from lpa.eval.suite import EvalSuite, UtilityConfig
     from lpa.generation import GenerationSettings
 
-    common = dict(judges=[settings.judge], data_dir=data_dir, bootstrap=0, templates=templates,
+    # the weights being trained live in this process: selection always generates with them on torch
+    common = dict(judges=[settings.judge], data_dir=data_dir, bootstrap=0, templates=templates, backend={"name": "hf"},
                   generation=GenerationSettings(max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size))
     utility = (UtilityConfig(file=settings.utility_file, n=settings.utility_n, methods=["generate"], max_new_tokens=16,
                              batch_size=settings.batch_size) if settings.utility_n else None)
