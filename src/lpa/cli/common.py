@@ -17,22 +17,22 @@ DATA_DIR_HELP = "Folder with local benchmark files (upstream file names); defaul
 
 # Factories for the few commands whose default or wording must differ (a YAML config supplies the value,
 # a required adapter); the flags themselves are declared only here.
-def model_option(default: Any = "smollm2-135m", help: str = MODEL_HELP) -> Any:  # noqa: A002
+def model_option(default: Any = "smollm2-135m", help: str = MODEL_HELP) -> Any:
     """``--model/-m``."""
     return typer.Option(default, "--model", "-m", help=help)
 
 
-def adapter_option(default: Any = None, help: str = ADAPTER_HELP) -> Any:  # noqa: A002
+def adapter_option(default: Any = None, help: str = ADAPTER_HELP) -> Any:
     """``--adapter/-a``."""
     return typer.Option(default, "--adapter", "-a", help=help)
 
 
-def device_option(default: Any = "auto", help: str = DEVICE_HELP) -> Any:  # noqa: A002
+def device_option(default: Any = "auto", help: str = DEVICE_HELP) -> Any:
     """``--device``."""
     return typer.Option(default, "--device", help=help)
 
 
-def data_dir_option(help: str = DATA_DIR_HELP) -> Any:  # noqa: A002
+def data_dir_option(help: str = DATA_DIR_HELP) -> Any:
     """``--data-dir`` (default None: $LPA_DATA_DIR)."""
     return typer.Option(None, "--data-dir", help=help)
 
