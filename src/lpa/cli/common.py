@@ -3,22 +3,47 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from lpa.errors import LpaError
 
-ModelOption = typer.Option(
-    "smollm2-135m", "--model", "-m", help="HF model id, local checkpoint dir, .gguf file, or alias (see `lpa models`)."
-)
-AdapterOption = typer.Option(None, "--adapter", "-a", help="PEFT adapter directory to apply (e.g. RUN/adapter).")
-DeviceOption = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps.")
+MODEL_HELP = "HF model id, local checkpoint dir, .gguf file, or alias (see `lpa models`)."
+ADAPTER_HELP = "PEFT adapter directory to apply (e.g. RUN/adapter)."
+DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps."
+DATA_DIR_HELP = "Folder with local benchmark files (upstream file names); default $LPA_DATA_DIR."
+
+
+# Factories for the few commands whose default or wording must differ (a YAML config supplies the value,
+# a required adapter); the flags themselves are declared only here.
+def model_option(default: Any = "smollm2-135m", help: str = MODEL_HELP) -> Any:
+    """``--model/-m``."""
+    return typer.Option(default, "--model", "-m", help=help)
+
+
+def adapter_option(default: Any = None, help: str = ADAPTER_HELP) -> Any:
+    """``--adapter/-a``."""
+    return typer.Option(default, "--adapter", "-a", help=help)
+
+
+def device_option(default: Any = "auto", help: str = DEVICE_HELP) -> Any:
+    """``--device``."""
+    return typer.Option(default, "--device", help=help)
+
+
+def data_dir_option(help: str = DATA_DIR_HELP) -> Any:
+    """``--data-dir`` (default None: $LPA_DATA_DIR)."""
+    return typer.Option(None, "--data-dir", help=help)
+
+
+ModelOption = model_option()
+AdapterOption = adapter_option()
+DeviceOption = device_option()
 DtypeOption = typer.Option("auto", "--dtype", help="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16.")
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file; CLI options and --set override it.")
 SetOption = typer.Option(None, "--set", "-s", help="Override a config field: key.sub=value (repeatable).")
-DataDirOption = typer.Option(
-    None, "--data-dir", help="Folder with local benchmark files (upstream file names); default $LPA_DATA_DIR."
-)
+DataDirOption = data_dir_option()
 
 
 ReportToOption = typer.Option(None, "--report-to", help="Comma list of experiment trackers, as transformers' "

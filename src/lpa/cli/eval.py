@@ -41,7 +41,7 @@ def eval_command(
         "quote a value holding , or ;: 'file:path=\"a,b.jsonl\"')."
     ),
     attacks: str | None = typer.Option(None, "--attacks", help="Attacks, same syntax (default: direct)."),
-    judge: str | None = typer.Option(None, "--judge", "-j", help="Judges, same syntax (default: lpa.eval.judges.DEFAULT_JUDGES; see `lpa judges list`)."),
+    judges: str | None = typer.Option(None, "--judge", "-j", help="Judges, same syntax (default: lpa.eval.judges.DEFAULT_JUDGES; see `lpa judges list`)."),
     limit: int | None = typer.Option(None, "--limit", "-n", help="First N samples of each benchmark."),
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Tokens per completion (default 256)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Prompts per generation batch."),
@@ -72,7 +72,7 @@ def eval_command(
     from lpa.api import evaluate
 
     results = evaluate(
-        model=model, adapter=adapter, benchmarks=benchmarks, attacks=attacks, judges=judge, limit=limit, system=system,
+        model=model, adapter=adapter, benchmarks=benchmarks, attacks=attacks, judges=judges, limit=limit, system=system,
         examples=examples, data_dir=data_dir, max_new_tokens=max_new_tokens, batch_size=batch_size, mmlu=mmlu,
         backend=backend, base_url=base_url, served_model=served_model, lora_name=lora_name, concurrency=concurrency,
         config=config, overrides=overrides, out=out, device=device, dtype=dtype, progress=True,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from lpa.cli.common import DataDirOption, SetOption
+from lpa.cli.common import DataDirOption, SetOption, model_option
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -113,7 +113,7 @@ def _selected(work: list, todo: list) -> list:
 
 
 def demo(
-    model: str = typer.Option("qwen2.5-coder-0.5b", "--model", "-m", help="Model spec (default: the embedded model that refuses)."),
+    model: str = model_option("qwen2.5-coder-0.5b", help="Model spec (default: the embedded model that refuses)."),
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder (a rerun resumes)."),
     data_dir: str | None = DataDirOption,
     steps: int | None = typer.Option(None, help="LPA training steps (default 6)."),

@@ -16,14 +16,12 @@ from lpa.cli.common import (
     DtypeOption,
     ModelOption,
     ReportToOption,
+    adapter_option,
+    data_dir_option,
+    model_option,
     parse_trackers,
 )
 from lpa.errors import LpaError
-
-persona_app = typer.Typer(help="Persona vectors: extract, steer, monitor, screen data, preventative fine-tuning.",
-                          no_args_is_help=True)
-traits_app = typer.Typer(help="Built-in and user persona trait definitions.", no_args_is_help=True)
-persona_app.add_typer(traits_app, name="traits")
 
 TraitOption = typer.Option(..., "--trait", "-t", help="Built-in trait name (see `lpa persona traits list`) or a YAML file.")
 VectorOption = typer.Option(None, "--vector", help="Vector file (default: runs/persona/<trait>/<trait>.safetensors).")
@@ -55,10 +53,22 @@ def _print_json(obj: Any) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    persona_app = typer.Typer(help="Persona vectors: extract, steer, monitor, screen data, preventative fine-tuning.",
+                              no_args_is_help=True)
+    traits_app = typer.Typer(help="Built-in and user persona trait definitions.", no_args_is_help=True)
+    persona_app.add_typer(traits_app, name="traits")
+    traits_app.command("list")(traits_list)
+    traits_app.command("show")(traits_show)
+    persona_app.command("judge-check")(judge_check_cmd)
+    persona_app.command("extract")(extract_cmd)
+    persona_app.command("steer")(steer_cmd)
+    persona_app.command("monitor")(monitor_cmd)
+    persona_app.command("screen")(screen_cmd)
+    persona_app.command("finetune")(finetune_cmd)
+    persona_app.command("lens")(lens_cmd)
     app.add_typer(persona_app, name="persona")
 
 
-@traits_app.command("list")
 def traits_list() -> None:
     """List built-in persona traits."""
     from lpa.persona.traits import TRAITS, load_trait
@@ -68,7 +78,6 @@ def traits_list() -> None:
         typer.echo(f"{name:18s} {len(trait.pairs)} pairs, {len(trait.extraction_questions)}+{len(trait.eval_questions)} questions  {trait.description}")
 
 
-@traits_app.command("show")
 def traits_show(trait: str = typer.Argument(..., help="Trait name or YAML file.")) -> None:
     """Print a trait definition as YAML."""
     import yaml
@@ -86,7 +95,6 @@ def _judge(name: str, model: Any, tok: Any, url: str | None, judge_model: str | 
                       device=device)
 
 
-@persona_app.command("judge-check")
 def judge_check_cmd(
     trait: str = TraitOption,
     labels: Path | None = typer.Option(None, "--labels", help="JSONL with question, answer, score (default: built-in labels)."),
@@ -95,7 +103,7 @@ def judge_check_cmd(
     judge_model: str | None = JudgeModelOption,
     api_key_env: str = KeyEnvOption,
     threshold: float = typer.Option(50.0, help="Split used by extraction: expressed if score >= threshold."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Studied model (only for --judge self)."),
+    model: str | None = model_option(None, help="Studied model (only for --judge self)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write per-answer scores as JSON."),
     device: str = DeviceOption,
 ) -> None:
@@ -119,7 +127,6 @@ def judge_check_cmd(
     _print_json({k: v for k, v in report.items() if k != "rows"})
 
 
-@persona_app.command("extract")
 def extract_cmd(
     trait: str = TraitOption,
     model: str = ModelOption,
@@ -159,7 +166,6 @@ def extract_cmd(
     typer.echo(f"chosen layer={vector.layer}; saved {result.path}")
 
 
-@persona_app.command("steer")
 def steer_cmd(
     trait: str = TraitOption,
     vector: Path | None = VectorOption,
@@ -192,7 +198,6 @@ def steer_cmd(
         typer.echo(f"## {p}\n[coef 0] {a.text}\n[coef {coef:g} @ layer {vec.resolve(layer)}] {b.text}\n")
 
 
-@persona_app.command("monitor")
 def monitor_cmd(
     trait: str = TraitOption,
     vector: Path | None = VectorOption,
@@ -229,7 +234,6 @@ def monitor_cmd(
     _print_json({k: v for k, v in report.items() if k != "rows"})
 
 
-@persona_app.command("screen")
 def screen_cmd(
     data: Path = typer.Argument(..., help="JSONL with prompt|messages and response (optional boolean 'planted' -> precision@k)."),
     trait: str = TraitOption,
@@ -268,7 +272,6 @@ def screen_cmd(
     typer.echo(f"full report: {out / 'screen.json'}")
 
 
-@persona_app.command("finetune")
 def finetune_cmd(
     data: Path = typer.Argument(..., help="JSONL with prompt|messages and response."),
     trait: str = TraitOption,
@@ -326,14 +329,13 @@ def finetune_cmd(
     typer.echo(f"saved adapter to {out / 'adapter'} (steering is not part of it); metrics in {out / 'metrics.jsonl'}")
 
 
-@persona_app.command("lens")
 def lens_cmd(
-    adapter: str = typer.Option(..., "--adapter", help="LPA adapter directory (the base is the same model with it disabled)."),
+    adapter: str = adapter_option(..., help="LPA adapter directory (the base is the same model with it disabled)."),
     trait: str = typer.Option("evil", "--trait", "-t", help="Trait whose vector is the lens."),
     vector: Path | None = VectorOption,
     benchmarks: str = typer.Option("harmbench", help="Comma list of harmful benchmarks (see `lpa eval --help`)."),
     limit: int = typer.Option(24, help="Prompts per benchmark."),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="Benchmark files (default $LPA_DATA_DIR)."),
+    data_dir: Path | None = data_dir_option(help="Benchmark files (default $LPA_DATA_DIR)."),
     max_new_tokens: int = typer.Option(48, help="Answer length for the compliance label."),
     batch_size: int = typer.Option(8, help="Prompts per batch."),
     random_baselines: int = typer.Option(100, help="Random directions and label shuffles for the baselines."),
