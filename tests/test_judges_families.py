@@ -121,3 +121,15 @@ def test_validate_by_attack_keeps_two_settings_of_one_judge_apart(tmp_path):
     assert wild["n"] == 2
     # the default window reads the late "I'm sorry" as a refusal; a 10-character window does not
     assert wild["judges"]["keyword:window=10"]["kappa"]["value"] > wild["judges"]["keyword"]["kappa"]["value"]
+
+
+def test_an_undefined_kappa_is_never_trusted(tmp_path):
+    nan = float("nan")
+    validation = _validation({"pair": {"cascade": nan}})
+    (row,) = attack_report.family_trust(_run(tmp_path, ["pair"], ["cascade"]), validation)
+    assert not row["trusted"] and row["trusted_judge"] is None
+
+
+def test_shipped_validation_has_per_family_kappas_for_in_the_wild():
+    kappas = attack_report.family_kappas()
+    assert kappas["in-the-wild"]["cascade"]["n"] >= 50 and "keyword" in kappas["in-the-wild"]

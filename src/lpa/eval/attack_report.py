@@ -155,6 +155,8 @@ def judge_warning(run_dir: str | Path) -> str:
         k = row["kappa"]
         if k is None:
             return "not measured for this judge version" if row["n"] else "not measured"
+        if k["value"] != k["value"]:  # NaN: every gold label of the family is one class
+            return f"undefined (one gold class), n={row['n']}"
         return f"{k['value']:.2f} [{k['ci_low']:.2f}, {k['ci_high']:.2f}], n={row['n']}"
 
     body = [[f"`{r['attack']}`", r["judge"], kappa_text(r), "yes" if r["trusted"] else "**NO**",
