@@ -164,7 +164,8 @@ def test_shipped_second_labelling_covers_the_test_split():
 
     second = load_labels(str(shipped_gold_path().with_name("second_labels.jsonl")))
     rows = [r for r in load_gold("shipped", "test") if r.id in second]
-    assert len(rows) == 197
+    red_team = {"in-the-wild", "tap", "pair", "crescendo", "autodan"}  # second-read later (docs/judging.md)
+    assert len([r for r in rows if r.attack not in red_team]) == 197  # the blind re-read of the original split
     result = validate_labels(rows, second, n_boot=0)
     assert result.errors == 0 and result.kappa.value > 0.8  # the labels are reproducible by a blind re-read
 

@@ -156,7 +156,9 @@ def test_in_the_wild_and_tap_through_the_runner_on_a_tiny_model(llama, tokenizer
     assert len({(g["sample_id"], g["info"]["template"]) for g in wild}) == len(wild) >= 2
     report = (run / "report.md").read_text(encoding="utf-8")
     assert "Query cost of search attacks" in report and "| tap |" in report
-    assert "judges not validated on these attacks" in report and "`in-the-wild`" in report
+    # both families have labelled answers now: the per-family κ table replaces the "not validated" warning
+    assert "WARNING: judges below κ 0.75 on these attacks" in report and "| `in-the-wild` | keyword |" in report
+    assert "| `tap` | keyword |" in report and "**NO**" in report
     assert (run / "attack_cache").is_dir()
     assert {r["attack"] for r in results.rows} >= {"in-the-wild", "tap"}
     before = len(gens)

@@ -48,7 +48,12 @@ def validate_command(
     by: str | None = typer.Option(None, "--by", help="Also print κ per value of these gold fields (comma list; "
                                   "'source' = model / method), from the same verdicts."),
 ) -> None:
-    """Accuracy, Cohen's kappa, confusion, P/R of complied (harmful) and refused (benign), s/100, with CIs."""
+    """Accuracy, Cohen's kappa, confusion, P/R of complied (harmful) and refused (benign), s/100, with CIs.
+
+    ``--by attack`` gives each judge's κ per attack family (what reports use to warn beside an ASR whose judge is
+    below κ 0.75 on that family, ``lpa.eval.attack_report``)."""
+    from dataclasses import replace
+
     from lpa.eval.judges.support.gold import load_gold
     from lpa.eval.judges.support.validate import (
         breakdown,
@@ -67,9 +72,12 @@ def validate_command(
     for field in fields:
         row_group(rows[0], field)  # an unknown field fails before any judge runs
     results = []
-    for spec in split_specs(judge):
+    specs = split_specs(judge)
+    for spec in specs:
         result = validate_judge(spec, rows, n_boot=bootstrap, seed=seed,
                                 loader=model_loader(str(adapters) if adapters else None))
+        if sum(s.split(":", 1)[0] == result.judge for s in specs) > 1:
+            result = replace(result, judge=spec)  # two settings of one judge (e.g. a rule on/off) get their own rows
         results.append(result)
         print(f"{result.judge}: done ({result.n} rows, {result.errors} errors)", flush=True)
     labels = {lab: sum(r.label == lab for r in rows) for lab in ("complied", "refused", "nonsense")}
