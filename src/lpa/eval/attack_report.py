@@ -127,8 +127,7 @@ def family_trust(run_dir: str | Path, validation: dict[str, Any] | None = None) 
                           if j not in _PROBES and e["kappa"]["value"] >= TRUSTED_KAPPA), reverse=True)
         for spec in judges:
             entry = measured.get(spec["name"])
-            same = entry is not None and _same_spec(entry.get("spec"), spec)
-            kappa = entry["kappa"] if same else None
+            kappa = entry["kappa"] if entry is not None and _same_spec(entry.get("spec"), spec) else None
             rows.append({"attack": family, "judge": spec["name"], "n": entry["n"] if entry else 0, "kappa": kappa,
                          "trusted": bool(kappa and kappa["value"] >= TRUSTED_KAPPA),
                          "trusted_judge": f"{trusted[0][1]} (κ={trusted[0][0]:.2f})" if trusted else None})
