@@ -191,11 +191,9 @@ def prompt_losses(model: Any, tokenizer: Any, conversations: Sequence[list[dict[
 
 
 @register_attack
-class AutoDAN(Attack):
+class AutoDAN(Attack[AutoDANArgs]):
     name = "autodan"
     description = "Hierarchical genetic algorithm over DAN-style prompts, fitness = target-string loss (white-box)."
-    Args = AutoDANArgs
-    args: AutoDANArgs
     needs_model = True
     needs_weights = True
     attacker: AttackerLM | None = None  # set to plug in another rephrasing engine (tests)

@@ -91,11 +91,9 @@ class CrescendoArgs(AttackerArgs):
 
 
 @register_attack
-class Crescendo(Attack):
+class Crescendo(Attack[CrescendoArgs]):
     name = "crescendo"
     description = "Multi-turn escalation from benign questions, backtracking refused turns (Russinovich et al.)."
-    Args = CrescendoArgs
-    args: CrescendoArgs
     needs_model = True
     attacker: AttackerLM | None = None  # set to plug in another engine (tests, a shared attacker)
 

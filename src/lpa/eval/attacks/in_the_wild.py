@@ -89,11 +89,9 @@ def count_tokens(tokenizer: Any, text: str) -> int:
 
 
 @register_attack
-class InTheWild(Attack):
+class InTheWild(Attack[InTheWildArgs]):
     name = "in-the-wild"
     description = "Wrap each request in k human jailbreak templates drawn from the In-The-Wild corpus (any-of-k)."
-    Args = InTheWildArgs
-    args: InTheWildArgs
     needs_model = True  # reads the tokenizer and context length to skip templates that would not fit
 
     def check(self) -> None:

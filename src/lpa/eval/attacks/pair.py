@@ -18,10 +18,9 @@ from typing import Any
 from pydantic import Field
 
 from lpa.eval.attacks.base import Attack, AttackContext, AttackedPrompt, make_generation, register_attack
-from lpa.eval.attacks.support.attacker import AttackerArgs, AttackerLM
+from lpa.eval.attacks.support.attacker import AttackerLM, SearchArgs
 from lpa.eval.attacks.support.query_cache import QueryCache, attack_cache
 from lpa.eval.attacks.support.util import (
-    DEFAULT_TARGET,
     judge_score,
     replace_request,
     request_text,
@@ -73,23 +72,15 @@ def parse_attacker_reply(text: str) -> str | None:
     return text.strip() or None
 
 
-class PAIRArgs(AttackerArgs):
+class PAIRArgs(SearchArgs):
     rounds: int = Field(3, ge=1, description="Refinement rounds per stream.")
     streams: int = Field(1, ge=1, description="Independent attacker conversations per behaviour (run in parallel).")
-    success_threshold: float = Field(0.5, ge=0, le=1, description="Stop once the judge's score reaches this.")
-    history: int = Field(3, ge=1, description="Past rounds kept in the attacker's context.")
-    max_seconds: float | None = Field(None, gt=0, description="Wall-clock budget per behaviour.")
-    reply_chars: int = Field(600, ge=50, description="Characters of the target's reply shown to the attacker.")
-    target: str = Field(DEFAULT_TARGET, description="Goal opening shown to the attacker when the behaviour has none.")
-    seed: int = Field(0, description="Seed for the attacker's sampling.")
 
 
 @register_attack
-class PAIR(Attack):
+class PAIR(Attack[PAIRArgs]):
     name = "pair"
     description = "Attacker LLM iteratively rewrites the request from the target's answers and judge scores."
-    Args = PAIRArgs
-    args: PAIRArgs
     needs_model = True
 
     def run(self, samples: Sequence[Sample], ctx: AttackContext) -> list[Generation]:

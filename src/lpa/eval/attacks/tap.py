@@ -26,10 +26,9 @@ from pydantic import Field
 
 from lpa.eval.attacks.base import Attack, AttackContext, AttackedPrompt, make_generation, register_attack
 from lpa.eval.attacks.pair import parse_attacker_reply
-from lpa.eval.attacks.support.attacker import AttackerArgs, AttackerLM
+from lpa.eval.attacks.support.attacker import AttackerLM, SearchArgs
 from lpa.eval.attacks.support.query_cache import QueryCache, attack_cache
 from lpa.eval.attacks.support.util import (
-    DEFAULT_TARGET,
     judge_score,
     replace_request,
     request_text,
@@ -93,27 +92,19 @@ class Candidate:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class TAPArgs(AttackerArgs):
+class TAPArgs(SearchArgs):
     depth: int = Field(3, ge=1, description="Tree depth (published: 10).")
     width: int = Field(4, ge=1, description="Leaves kept after each pruning (published: 10).")
     branching: int = Field(2, ge=1, description="Children per leaf per level (published: 4).")
     prune_off_topic: bool = Field(True, description="Phase-1 pruning: drop off-topic prompts before querying the target.")
     evaluator_model: str | None = Field(None, description="Model judging on-topic (default: the attacker).")
     evaluator_url: str | None = Field(None, description="OpenAI-compatible endpoint of the evaluator.")
-    success_threshold: float = Field(0.5, ge=0, le=1, description="Stop once the judge's score reaches this.")
-    history: int = Field(3, ge=1, description="Past rounds kept in each attacker conversation.")
-    max_seconds: float | None = Field(None, gt=0, description="Wall-clock budget per behaviour.")
-    reply_chars: int = Field(600, ge=50, description="Characters of the target's reply shown to the attacker.")
-    target: str = Field(DEFAULT_TARGET, description="Goal opening shown to the attacker when the behaviour has none.")
-    seed: int = Field(0, description="Seed for the attacker's sampling.")
 
 
 @register_attack
-class TAP(Attack):
+class TAP(Attack[TAPArgs]):
     name = "tap"
     description = "Tree of attacks with pruning: branching attacker refinements, off-topic and score pruning."
-    Args = TAPArgs
-    args: TAPArgs
     needs_model = True
     attacker: AttackerLM | None = None  # set to plug in another engine (tests, a shared attacker)
     evaluator: AttackerLM | None = None

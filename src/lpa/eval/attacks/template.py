@@ -149,11 +149,9 @@ class TemplateArgs(PluginArgs):
 
 
 @register_attack
-class Template(Attack):
+class Template(Attack[TemplateArgs]):
     name = "template"
     description = "Paste the request into human-style jailbreak templates (role-play, story, developer mode...)."
-    Args = TemplateArgs
-    args: TemplateArgs
 
     def templates(self) -> list[JailbreakTemplate]:
         templates = list(load_templates(self.args.file or DEFAULT_TEMPLATES, self.args.placeholder))

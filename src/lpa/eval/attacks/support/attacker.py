@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import Field
 
 from lpa.errors import LpaError
+from lpa.eval.attacks.support.util import DEFAULT_TARGET
 from lpa.plugins import PluginArgs
 from lpa.records import Message
 
@@ -43,6 +44,17 @@ class AttackerArgs(PluginArgs):
     limit: int | None = Field(None, ge=1, description="Attack only the first N requests of each benchmark (a budget; "
                                                        "the same N requests in every run, so comparisons stay paired).")
 
+
+
+class SearchArgs(AttackerArgs):
+    """The budget and feedback settings every iterative search attack shares (PAIR, TAP)."""
+
+    success_threshold: float = Field(0.5, ge=0, le=1, description="Stop once the judge's score reaches this.")
+    history: int = Field(3, ge=1, description="Past rounds kept in the attacker's context.")
+    max_seconds: float | None = Field(None, gt=0, description="Wall-clock budget per behaviour.")
+    reply_chars: int = Field(600, ge=50, description="Characters of the target's reply shown to the attacker.")
+    target: str = Field(DEFAULT_TARGET, description="Goal opening shown to the attacker when the behaviour has none.")
+    seed: int = Field(0, description="Seed for the attacker's sampling.")
 
 class AttackerLM:
     """Chat with the attacker; ``chat(conversations, seed)`` returns one reply per conversation."""
