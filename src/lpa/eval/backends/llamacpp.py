@@ -105,12 +105,12 @@ class _Model:
 
 def _quiet(lib: Any) -> None:
     """llama.cpp logs every tensor it loads to stderr; keep warnings and errors only."""
-    levels = {2: logging.ERROR, 3: logging.WARNING}  # GGML_LOG_LEVEL_WARN=3, ERROR=4 (2 = INFO)
+    levels = {3: logging.WARNING, 4: logging.ERROR}  # GGML_LOG_LEVEL_INFO=2, WARN=3, ERROR=4
 
     @lib.llama_log_callback
     def callback(level: int, text: bytes, user_data: Any) -> None:
-        if level in (3, 4):
-            log.log(levels.get(level - 1, logging.WARNING), "llama.cpp: %s", text.decode(errors="replace").rstrip())
+        if level in levels:
+            log.log(levels[level], "llama.cpp: %s", text.decode(errors="replace").rstrip())
 
     _quiet.callback = callback  # type: ignore[attr-defined]  # keep a reference: C holds the pointer
     lib.llama_log_set(callback, ctypes.c_void_p(0))
