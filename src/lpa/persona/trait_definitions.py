@@ -4,6 +4,8 @@ A trait file holds contrastive system-prompt instruction pairs (expressing vs su
 trait), extraction questions, held-out evaluation questions, a judge rubric and optional
 keywords for the offline heuristic judge.  Built-ins live in ``lpa/data/persona/*.yaml``;
 users pass their own file path wherever a trait name is accepted.
+
+Not to be confused with :mod:`lpa.traits`: the trait *statement sets* that LPA trains on.
 """
 
 from __future__ import annotations
