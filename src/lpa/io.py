@@ -179,7 +179,7 @@ PACKED_SUFFIX = ".gz"
 
 
 def packed_path(path: str | Path) -> Path:
-    """Where ``X.jsonl`` lies once packed for archiving: ``X.jsonl.gz`` (see :mod:`lpa.archive`)."""
+    """Where ``X.jsonl`` lies once packed for archiving: ``X.jsonl.gz`` (see :mod:`lpa.report.archive`)."""
     path = Path(path)
     return path.with_name(path.name + PACKED_SUFFIX)
 
@@ -333,10 +333,10 @@ class JsonlCache:
     answers) with an error naming it.  A packed file (``X.jsonl.gz``, an archived run) is unpacked
     first, so a resumed run appends to every earlier row.
 
-    ``untagged``: whether rows without a ``cache`` tag count.  The eval caches keep them because the
-    committed ``results/`` were written before rows were tagged (every ``generations.jsonl``,
-    ``judgements.jsonl`` and ``utility.jsonl`` under ``results/scale*/``: a cell rerun to add an
-    attack, as ``results/README.md`` describes, resumes from them); other caches refuse them.
+    ``untagged``: whether rows without a ``cache`` tag count (default yes).  The eval caches need it:
+    the committed ``results/`` were written before rows were tagged (every ``generations``,
+    ``judgements`` and ``utility`` file under ``results/scale*/``), and a cell rerun to add an attack,
+    as ``results/README.md`` describes, resumes from them.  ``lpa generate`` passes False.
     """
 
     def __init__(self, path: str | Path, kind: str, *, key: str | Callable[[dict[str, Any]], str] = "key",
