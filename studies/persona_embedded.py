@@ -38,7 +38,7 @@ def main() -> None:
     from lpa.persona.extraction import ExtractConfig, SweepConfig, judge_answers, kept_pairs, run_extraction
     from lpa.persona.judges import HeuristicJudge, SelfJudge
     from lpa.persona.monitor import default_monitor_prompts, monitor
-    from lpa.persona.traits import load_trait
+    from lpa.persona.trait_definitions import load_trait
 
     t0 = time.time()
     out = Path(args.out)

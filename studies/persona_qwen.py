@@ -79,7 +79,7 @@ def main() -> None:
     from lpa.persona.judges import HeuristicJudge, LocalJudge, SelfJudge, judge_key
     from lpa.persona.monitor import default_monitor_prompts, monitor, shots_from_answers
     from lpa.persona.screen import read_sft_rows, screen
-    from lpa.persona.traits import load_trait
+    from lpa.persona.trait_definitions import load_trait
     from lpa.persona.validate import builtin_labels_path, load_labels, validate_judge
 
     out = Path(args.out)

@@ -85,7 +85,7 @@ def test_method_example(load_example):
 
 def test_trait_judge_example(load_example):
     load_example("in")  # the block whose first line is '# in src/lpa/persona/judges.py ...'
-    from lpa.persona.traits import load_trait
+    from lpa.persona.trait_definitions import load_trait
 
     judge = make_judge("length")
     assert judge.score(load_trait("evil"), "q?", "x" * 500).score == 50.0

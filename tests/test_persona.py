@@ -12,7 +12,7 @@ from lpa.persona import PersonaVector, load_vector
 from lpa.persona.activations import last_prompt, response_means
 from lpa.persona.extraction import choose_layer, kept_pairs, mean_difference
 from lpa.persona.steer import steer
-from lpa.persona.traits import TRAITS, load_trait
+from lpa.persona.trait_definitions import TRAITS, load_trait
 
 BUILTIN = {"evil", "sycophancy", "hallucination", "openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"}
 

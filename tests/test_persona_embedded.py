@@ -16,7 +16,7 @@ from lpa.persona.extraction import ExtractConfig, judge_answers, sample_answers,
 from lpa.persona.judges import HeuristicJudge
 from lpa.persona.monitor import probe_projections
 from lpa.persona.steer import steer
-from lpa.persona.traits import load_trait
+from lpa.persona.trait_definitions import load_trait
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import torch
 from lpa.errors import LpaError
 from lpa.generation import format_chat
 from lpa.persona.judges import NumberJudge
-from lpa.persona.traits import load_trait
+from lpa.persona.trait_definitions import load_trait
 
 EVIL = load_trait("evil")
 

@@ -15,7 +15,7 @@ from lpa.persona import PersonaVector
 from lpa.persona.activations import response_means
 from lpa.persona.judges import HeuristicJudge, LLMTraitJudge, SelfJudge, make_judge, parse_number
 from lpa.persona.monitor import baselines, pearson, probe_projections, prompt_projections
-from lpa.persona.traits import load_trait
+from lpa.persona.trait_definitions import load_trait
 
 EVIL = load_trait("evil")
 

@@ -477,11 +477,6 @@ def check_generate_paths(prompts_path: Any, out_path: Any) -> None:
         raise LpaError(f"--out {out} is the prompts file; write the generations to a new file.")
 
 
-def _is_generation_row(row: dict[str, Any]) -> bool:
-    """A row written by ``lpa generate`` before rows carried their cache tag and run key."""
-    return {"id", "text", "model", "settings"} <= row.keys()
-
-
 def generate_jsonl(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -501,7 +496,6 @@ def generate_jsonl(
     another model's answers.  Returns the number of new generations.  Interrupting loses at most
     the batch in flight.
     """
-    from lpa.errors import LpaError
     from lpa.io import JsonlCache, digest
     from lpa.models.identity import identity_of
 
@@ -511,16 +505,8 @@ def generate_jsonl(
     check_generate_paths(prompts_path, out_path)
     rows = read_prompts(prompts_path)
 
-    def legacy(row: dict[str, Any]) -> bool:  # untagged rows count when what they record matches
-        if not _is_generation_row(row):
-            return False
-        if row.get("run_key", run_key) != run_key or (row["model"], row.get("adapter"), row["settings"]) != (
-                identity.model, identity.adapter, settings.key()):
-            raise LpaError(f"{out_path} holds generations of another model, adapter, system prompt or setting "
-                           f"({row.get('model')}, adapter {row.get('adapter')}); write to a new file.")
-        return True
-
-    with JsonlCache(out_path, "generate", key="id", run_key=run_key, legacy=legacy) as cache:
+    # untagged rows are refused: no committed result is an `lpa generate` file, so none predates the tags
+    with JsonlCache(out_path, "generate", key="id", run_key=run_key, untagged=False) as cache:
         todo = [r for r in rows if r["id"] not in cache]
         if not todo:
             return 0

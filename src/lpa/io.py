@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
 import hashlib
 import io
 import json
@@ -174,24 +175,55 @@ def read_jsonl(path: str | Path, *, missing_ok: bool = True, strict: bool = Fals
     return list(iter_jsonl(path, missing_ok=missing_ok, strict=strict))
 
 
+PACKED_SUFFIX = ".gz"
+
+
+def packed_path(path: str | Path) -> Path:
+    """Where ``X.jsonl`` lies once packed for archiving: ``X.jsonl.gz`` (see :mod:`lpa.report.archive`)."""
+    path = Path(path)
+    return path.with_name(path.name + PACKED_SUFFIX)
+
+
+def existing_jsonl(path: str | Path) -> Path:
+    """``path`` when it holds rows, else its packed ``path.gz`` if there is one, else ``path``.
+
+    Live runs append to the plain file; an archived run folder holds only the ``.gz``.  Readers
+    ask here (or go through :func:`iter_jsonl`, which does) so both read the same.
+    """
+    path = Path(path)
+    if path.name.endswith(PACKED_SUFFIX) or (path.is_file() and path.stat().st_size > 0):
+        return path
+    packed = packed_path(path)
+    return packed if packed.is_file() else path
+
+
+def jsonl_exists(path: str | Path) -> bool:
+    """Whether a JSONL file is there, plain or packed."""
+    return existing_jsonl(path).is_file()
+
+
 def iter_jsonl(path: str | Path, *, missing_ok: bool = True, strict: bool = False) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL file; every line must be a JSON object, reported with its line number if not.
+    """Rows of a JSONL file (or of its packed ``.gz``); every line must be a JSON object, reported if not.
 
     A cache lpa appended to (``strict=False``) may end in a partial line from a crash: it is skipped
     (the next append cuts it).  An input file (``strict=True``) gets no such tolerance.
     """
-    path = Path(path)
+    path = existing_jsonl(path)
     if not path.exists():
         if missing_ok:
             return
         raise LpaError(f"File not found: {path}")
     try:
-        with path.open(encoding="utf-8") as handle:
-            lines = handle.readlines()
+        if path.name.endswith(PACKED_SUFFIX):
+            with gzip.open(path, "rt", encoding="utf-8") as handle:
+                lines = handle.readlines()
+        else:
+            with path.open(encoding="utf-8") as handle:
+                lines = handle.readlines()
     except UnicodeDecodeError as exc:
         raise LpaError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
-    except OSError as exc:
-        raise LpaError(f"Cannot read {path}: {exc.strerror or exc}") from None
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError; a truncated .gz raises EOFError
+        raise LpaError(f"Cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     for number, line in enumerate(lines, start=1):
         text = line.strip()
         if not text:
@@ -205,6 +237,51 @@ def iter_jsonl(path: str | Path, *, missing_ok: bool = True, strict: bool = Fals
         if not isinstance(row, dict):
             raise LpaError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}.")
         yield row
+
+
+def unpack_jsonl(path: str | Path) -> bool:
+    """Restore a packed ``path.gz`` as the plain ``path`` a run appends to; True if it did.
+
+    A resumed or extended run must append to the file holding every earlier row, not start a new
+    one beside the archive (which would regenerate everything): the plain file is written
+    atomically first, the ``.gz`` removed after.
+    """
+    path = Path(path)
+    packed = existing_jsonl(path)
+    if packed == path:
+        return False
+    try:
+        data = gzip.decompress(packed.read_bytes())
+    except (OSError, EOFError) as exc:
+        raise LpaError(f"Cannot unpack {packed}: {exc}") from None
+    atomic_write_bytes(path, data)
+    packed.unlink(missing_ok=True)  # two processes unpacking at once write the same bytes; one lock wins later
+    log.info("%s: unpacked from %s to append to it", path, packed.name)
+    return True
+
+
+def pack_jsonl(path: str | Path) -> Path:
+    """Compress a finished JSONL file to ``path.gz`` and remove the plain file; returns the ``.gz``.
+
+    Deterministic (no file name, time 0: ``gzip -n``), so packing the same rows twice gives the same
+    bytes.  The ``.gz`` is written atomically and read back before the plain file is removed, so a
+    crash leaves at least one complete copy; a file a run is appending to (locked) or one ending in
+    a partial line (an interrupted run) is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LpaError(f"File not found: {path}")
+    packed = packed_path(path)
+    with run_lock(path):
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            raise LpaError(f"{path} ends in a partial line (an interrupted run): resume the run before packing it.")
+        atomic_write_bytes(packed, gzip.compress(data, compresslevel=9, mtime=0))
+        if gzip.decompress(packed.read_bytes()) != data:
+            packed.unlink(missing_ok=True)
+            raise LpaError(f"{packed} did not read back as {path.name}; the plain file is kept.")
+        path.unlink()
+    return packed
 
 
 # -- locks and keyed caches ------------------------------------------------------------------------
@@ -253,15 +330,21 @@ class JsonlCache:
     Rows carry ``cache`` (the kind) and, when given, ``run_key`` (what produced them: model,
     settings...).  Opening locks the file (:func:`run_lock`), cuts a partial last line and refuses
     a file holding rows of another kind or run (a prompts file given as ``--out``, another model's
-    answers) with an error naming it.  Rows written before rows were tagged are kept when
-    ``legacy(row)`` accepts them.
+    answers) with an error naming it.  A packed file (``X.jsonl.gz``, an archived run) is unpacked
+    first, so a resumed run appends to every earlier row.
+
+    ``untagged``: whether rows without a ``cache`` tag count (default yes).  The eval caches need it:
+    the committed ``results/`` were written before rows were tagged (every ``generations``,
+    ``judgements`` and ``utility`` file under ``results/scale*/``), and a cell rerun to add an attack,
+    as ``results/README.md`` describes, resumes from them.  ``lpa generate`` passes False.
     """
 
     def __init__(self, path: str | Path, kind: str, *, key: str | Callable[[dict[str, Any]], str] = "key",
-                 run_key: str | None = None, legacy: Callable[[dict[str, Any]], bool] | None = None,
-                 lock: bool = True) -> None:
-        self.path, self.kind, self.run_key = Path(path), kind, run_key
+                 run_key: str | None = None, untagged: bool = True, lock: bool = True) -> None:
+        self.path, self.kind, self.run_key, self.untagged = Path(path), kind, run_key, untagged
         self.key_of: Callable[[dict[str, Any]], str] = (lambda row: str(row[key])) if isinstance(key, str) else key
+        if not self.path.is_dir():
+            unpack_jsonl(self.path)  # before the lock, which creates the plain file
         self._lock: contextlib.AbstractContextManager[None] | None = (
             run_lock(self.path) if lock else contextlib.nullcontext())
         self._lock.__enter__()
@@ -270,20 +353,19 @@ class JsonlCache:
                 repair_jsonl(self.path)
             self.rows: dict[str, dict[str, Any]] = {}
             for number, row in enumerate(iter_jsonl(self.path), start=1):
-                self.rows[self._check(row, number, legacy)] = row
+                self.rows[self._check(row, number)] = row
         except BaseException:
             self.close()
             raise
 
-    def _check(self, row: dict[str, Any], number: int, legacy: Callable[[dict[str, Any]], bool] | None) -> str:
+    def _check(self, row: dict[str, Any], number: int) -> str:
         """The row's key; an error naming the file if the row is not one of this cache's."""
         tagged = "cache" in row
         try:
             key = self.key_of(row)
         except (KeyError, TypeError):
             key = None
-        if key is None or (tagged and row["cache"] != self.kind) or (
-                not tagged and legacy is not None and not legacy(row)):
+        if key is None or (tagged and row["cache"] != self.kind) or (not tagged and not self.untagged):
             what = f"{row['cache']!r} rows" if tagged else "rows lpa did not write"
             raise LpaError(f"{self.path}:{number} holds {what}, not a {self.kind!r} cache; write to a new file.")
         if self.run_key is not None and tagged and row.get("run_key") != self.run_key:

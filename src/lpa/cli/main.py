@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "lpa.cli.attacks",
     "lpa.cli.persona",
     "lpa.cli.experiment",
+    "lpa.cli.results",
 ]
 
 app = typer.Typer(

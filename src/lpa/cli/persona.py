@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
 
 def traits_list() -> None:
     """List built-in persona traits."""
-    from lpa.persona.traits import TRAITS, load_trait
+    from lpa.persona.trait_definitions import TRAITS, load_trait
 
     for name in TRAITS.names():
         trait = load_trait(name)
@@ -82,7 +82,7 @@ def traits_show(trait: str = typer.Argument(..., help="Trait name or YAML file."
     """Print a trait definition as YAML."""
     import yaml
 
-    from lpa.persona.traits import load_trait
+    from lpa.persona.trait_definitions import load_trait
 
     typer.echo(yaml.safe_dump(load_trait(trait).model_dump(), sort_keys=False, allow_unicode=True, width=120))
 
@@ -109,7 +109,7 @@ def judge_check_cmd(
 ) -> None:
     """Agreement of a trait judge with hand-labelled answers (Pearson/Spearman r, MAE, split agreement)."""
     from lpa.io import atomic_write_json
-    from lpa.persona.traits import load_trait
+    from lpa.persona.trait_definitions import load_trait
     from lpa.persona.validate import load_labels, validate_judge
 
     definition = load_trait(trait)
@@ -184,7 +184,7 @@ def steer_cmd(
     from lpa.models import load_model
     from lpa.persona import load_vector
     from lpa.persona.steer import steer
-    from lpa.persona.traits import load_trait
+    from lpa.persona.trait_definitions import load_trait
 
     vec = load_vector(_vector_path(trait, vector))
     prompts = list(prompt) if prompt else load_trait(trait).eval_questions[:3]
@@ -221,7 +221,7 @@ def monitor_cmd(
     from lpa.models import load_model
     from lpa.persona import load_vector
     from lpa.persona.monitor import default_monitor_prompts, monitor
-    from lpa.persona.traits import load_trait
+    from lpa.persona.trait_definitions import load_trait
 
     definition = load_trait(trait)
     vec = load_vector(_vector_path(trait, vector))
@@ -303,7 +303,7 @@ def finetune_cmd(
     from lpa.models import load_model
     from lpa.persona import load_vector
     from lpa.persona.screen import read_sft_rows
-    from lpa.persona.traits import load_trait
+    from lpa.persona.trait_definitions import load_trait
     from lpa.training.persona_finetune import FinetuneConfig, finetune
     from lpa.training.persona_finetune import compare as run_compare
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lpa.io import read_jsonl
+from lpa.io import existing_jsonl, read_jsonl
 
 Key = tuple[str, str, str, str, str]  # benchmark, attack, judge, template, sample
 
@@ -30,7 +30,7 @@ def template_ids(run_dir: str | Path) -> dict[tuple[str, str, int], str]:
 
 def template_outcomes(run_dir: str | Path) -> dict[Key, float]:
     """1 when the template's answer to a harmful request was judged answered, else 0 (judge errors left out)."""
-    path = Path(run_dir) / "outcomes.jsonl"
+    path = existing_jsonl(Path(run_dir) / "outcomes.jsonl")
     if not path.is_file():
         return {}
     ids = template_ids(run_dir)

@@ -16,7 +16,7 @@ from typing import Any
 
 from lpa.config import dump_config
 from lpa.errors import LpaError
-from lpa.io import atomic_write_text, digest, read_jsonl
+from lpa.io import atomic_write_text, digest, existing_jsonl, read_jsonl
 from lpa.records import Generation
 
 
@@ -45,7 +45,7 @@ def rejudge_run(run_dir: str | Path, judges: list[Any], out_dir: str | Path, *, 
     from lpa.io import run_lock, writable_dir
 
     run, out = Path(run_dir), Path(out_dir)
-    config, gens_path = run / "config.yaml", run / "generations.jsonl"
+    config, gens_path = run / "config.yaml", existing_jsonl(run / "generations.jsonl")
     for path in (config, gens_path):
         if not path.is_file():
             raise LpaError(f"{run} is not an evaluation run: {path.name} is missing (run `lpa eval` first).")

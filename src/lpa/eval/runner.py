@@ -32,6 +32,7 @@ from lpa.io import (
     atomic_write_json,
     atomic_write_text,
     digest,
+    packed_path,
     run_lock,
     writable_dir,
 )
@@ -250,9 +251,9 @@ def _write_outcomes(out: Path, items: Sequence[JudgedItem]) -> None:
     import json
     from dataclasses import asdict
 
-    from lpa.io import atomic_write_text
-
-    atomic_write_text(out / "outcomes.jsonl", "".join(json.dumps(asdict(i), sort_keys=True) + "\n" for i in items))
+    path = out / "outcomes.jsonl"
+    atomic_write_text(path, "".join(json.dumps(asdict(i), sort_keys=True) + "\n" for i in items))
+    packed_path(path).unlink(missing_ok=True)  # an archived folder's old outcomes, now superseded
 
 
 def write_results(results: Results) -> None:

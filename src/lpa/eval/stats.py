@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from lpa.errors import LpaError
-from lpa.io import read_jsonl
+from lpa.io import existing_jsonl, read_jsonl
 
 __all__ = [
     "McNemar",
@@ -132,7 +132,7 @@ def load_outcomes(run_dir: str | Path) -> dict[tuple[str, str, str, str], float]
     """
     from lpa.eval.metrics import JudgedItem, per_sample
 
-    path = Path(run_dir) / "outcomes.jsonl"
+    path = existing_jsonl(Path(run_dir) / "outcomes.jsonl")
     if not path.is_file():
         raise LpaError(f"{path} not found: rerun `lpa eval` on {run_dir} (it resumes from its cache) to write it.")
     groups: dict[tuple[str, str, str], list[JudgedItem]] = defaultdict(list)

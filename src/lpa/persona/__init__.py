@@ -57,7 +57,7 @@ def extract(
     from lpa.models import load_model
     from lpa.persona.extraction import ExtractConfig, SweepConfig, run_extraction
     from lpa.persona.judges import TraitJudge, make_judge
-    from lpa.persona.traits import load_trait
+    from lpa.persona.trait_definitions import load_trait
 
     definition = load_trait(trait)
     folder = Path(out) if out is not None else Path("runs/persona") / definition.name

@@ -24,7 +24,7 @@ from lpa.models.identity import ModelIdentity, identity_of
 from lpa.persona.activations import response_means
 from lpa.persona.judges import TraitJudge, coherence_scores, judge_key
 from lpa.persona.steer import steer
-from lpa.persona.traits import TraitDefinition
+from lpa.persona.trait_definitions import TraitDefinition
 from lpa.persona.vector import PersonaVector
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from lpa.errors import LpaError
 from lpa.io import digest
-from lpa.persona.traits import TraitDefinition
+from lpa.persona.trait_definitions import TraitDefinition
 from lpa.registry import Registry
 
 

@@ -20,7 +20,7 @@ import torch
 from lpa.generation import Conversation, GenerationSettings, generate
 from lpa.persona.activations import last_prompt, producing_states
 from lpa.persona.judges import TraitJudge
-from lpa.persona.traits import TraitDefinition
+from lpa.persona.trait_definitions import TraitDefinition
 from lpa.persona.vector import PersonaVector
 
 # Everyday requests, fixed so drift curves across runs and checkpoints are comparable.

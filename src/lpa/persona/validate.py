@@ -17,7 +17,7 @@ from lpa.errors import LpaError
 from lpa.io import read_table
 from lpa.persona.judges import TraitJudge, judge_key
 from lpa.persona.monitor import pearson
-from lpa.persona.traits import TraitDefinition
+from lpa.persona.trait_definitions import TraitDefinition
 
 
 def builtin_labels_path(trait: str) -> Path:

@@ -155,15 +155,21 @@ def render_report(results: dict[str, Any], run_dir: Path | None = None, examples
 
 def write_report(run_dir: str | Path, examples: int = 0) -> Path:
     """report.md and plots/*.png for one run directory."""
-    from lpa.report.plots import plot_all
-
     run_dir = Path(run_dir)
     results = load_results(run_dir)
-    label = _label(results, run_dir)
-    plots = plot_all({label: results["rows"]}, run_dir / "plots")
+    plots = write_plots(run_dir, results)
     text = render_report(results, run_dir, examples, [str(Path(p).relative_to(run_dir)) for p in plots])
     atomic_write_text(run_dir / "report.md", text)
     return run_dir / "report.md"
+
+
+def write_plots(run_dir: str | Path, results: dict[str, Any] | None = None) -> list[Path]:
+    """plots/*.png of one run directory, drawn from its results.json alone (no model, no answers)."""
+    from lpa.report.plots import plot_all
+
+    run_dir = Path(run_dir)
+    results = results if results is not None else load_results(run_dir)
+    return [Path(p) for p in plot_all({_label(results, run_dir): results["rows"]}, run_dir / "plots")]
 
 
 def _label(results: dict[str, Any], run_dir: Path) -> str:

@@ -27,7 +27,7 @@ from lpa.generation import GenerationSettings, generate
 from lpa.io import atomic_write_json, atomic_write_text, digest, read_jsonl
 from lpa.persona.judges import TraitJudge, coherence_scores, judge_key
 from lpa.persona.monitor import probe_projections
-from lpa.persona.traits import TraitDefinition
+from lpa.persona.trait_definitions import TraitDefinition
 from lpa.persona.vector import PersonaVector
 
 

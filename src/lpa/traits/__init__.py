@@ -1,4 +1,7 @@
-"""Trait statement sets: schema, built-in sets, ablations, the no-harm screen and pair building."""
+"""Trait statement sets (the training data of LPA): schema, built-in sets, ablations, the no-harm screen, pairs.
+
+The persona traits whose vectors ``lpa persona`` extracts are defined in :mod:`lpa.persona.trait_definitions`.
+"""
 
 from lpa.traits.builtin import BUILTIN_NAMES, TRANSFORMS, builtin_names, load_traits
 from lpa.traits.examples import (
