@@ -41,10 +41,10 @@ def test_generation_and_attacks_in_bf16(llama_bf16, tokenizer, tmp_path):
     out = generate(llama_bf16, tokenizer, ["Hi", "How do I bake bread?"], GenerationSettings(max_new_tokens=4),
                    prefills=[None, "Sure"])
     assert all(c.completion_tokens >= 1 for c in out)
-    suite = EvalSuite(benchmarks=["smoke"], attacks=["direct", "prefill"], judges=["keyword", "yesno"], limit=3,
+    suite = EvalSuite(benchmarks=["smoke"], attacks=["direct", "prefill"], judges=["keyword", "refusal-probe"], limit=3,
                       bootstrap=0, generation={"max_new_tokens": 3, "batch_size": 2}, backend={"name": "hf"})
     results = evaluate_model(llama_bf16, tokenizer, suite, tmp_path / "run", model_name="tiny-bf16")
-    assert {r["judge"] for r in results.rows} >= {"keyword", "yesno"}
+    assert {r["judge"] for r in results.rows} >= {"keyword", "refusal-probe"}
 
 
 def test_lat_attack_and_defender_step_in_bf16(llama_bf16, tokenizer):

@@ -93,11 +93,11 @@ def test_gives_up_with_a_clear_error(llama, tokenizer):
 def test_config_needs_url_and_routes_weight_bound_parts():
     with pytest.raises(ValueError, match="base_url"):
         BackendConfig(name="openai")
-    suite = EvalSuite(attacks=["direct", "gcg"], judges=["keyword", "yesno"],
+    suite = EvalSuite(attacks=["direct", "gcg"], judges=["keyword", "refusal-probe"],
                       backend={"name": "openai", "base_url": "http://127.0.0.1:1/v1"}, utility={"n": 5})
-    assert needs_weights(suite) == ["attack gcg (optimisation)", "judge yesno", "utility loglik"]
+    assert needs_weights(suite) == ["attack gcg (optimisation)", "judge refusal-probe", "utility loglik"]
     route = routing(suite)
-    assert route["utility generate"].startswith("openai") and route["judge yesno"].startswith("hf")
+    assert route["utility generate"].startswith("openai") and route["judge refusal-probe"].startswith("hf")
 
 
 def _suite(url: str | None = None, **kw):

@@ -40,7 +40,7 @@ def test_keyword_judge():
     assert late[0].label == "complied"
 
 
-def test_yesno_probe_matches_manual_computation(llama, tokenizer):
+def test_refusal_probe_matches_manual_computation(llama, tokenizer):
     from lpa.generation import format_chat
 
     requests = ["Bake bread", "Do a much longer bad thing please now"]
@@ -67,10 +67,9 @@ def test_refusal_probe_labels_and_low_mass_errors(llama, tokenizer):
     assert all(v.label is None and "min_mass" in v.error and v.mass < 0.5 for v in strict)
 
 
-def test_yesno_is_a_deprecated_alias(llama, tokenizer):
-    with pytest.warns(DeprecationWarning, match="refusal-probe"):
-        judge = create(JUDGES, "yesno:min_mass=0")
-    assert judge.judge(SAMPLES, None, model=llama, tokenizer=tokenizer)[0].label in ("refused", "complied")
+def test_the_old_yesno_name_is_gone_and_the_error_lists_the_probe():
+    with pytest.raises(LpaError, match="refusal-probe"):
+        create(JUDGES, "yesno")
 
 
 def test_harmbench_classifier_prompt_format():

@@ -79,7 +79,7 @@ def unvalidated_families(run_dir: str | Path, gold_path: str | Path | None = Non
 # that family's labelled answers (issue 23: the default judge stays the default only there).
 TRUSTED_KAPPA = 0.75
 # Judges that score the request, never the answer (no ASR of theirs is read from an answer).
-_PROBES = frozenset({"refusal-probe", "yesno"})
+_PROBES = frozenset({"refusal-probe"})
 
 
 def family_kappas(validation: dict[str, Any] | None = None) -> dict[str, dict[str, dict[str, Any]]]:

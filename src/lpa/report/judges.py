@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any
 
 # Judges that score the request (would the model answer?), never an answer: their rows are probe_* metrics.
-PROBE_JUDGES = frozenset({"refusal-probe", "yesno"})
+PROBE_JUDGES = frozenset({"refusal-probe"})
 # A run whose judge fails on more than this share of answers says so loudly (``lpa eval`` exits non-zero).
 MAX_JUDGE_ERROR_RATE = 0.05
 

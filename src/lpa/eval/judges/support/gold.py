@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lpa.errors import LpaError
+from lpa.io import existing_jsonl, iter_jsonl
 from lpa.plugins import create
 from lpa.records import Generation, Sample
 
@@ -137,7 +138,7 @@ def unlabelled_rows(eval_dir: str | Path, data_dir: str | None = None, max_sent:
     from lpa.eval.benchmarks import BENCHMARKS
 
     folder = Path(eval_dir)
-    gen_file, config_file = folder / "generations.jsonl", folder / "config.yaml"
+    gen_file, config_file = existing_jsonl(folder / "generations.jsonl"), folder / "config.yaml"
     if not gen_file.is_file() or not config_file.is_file():
         raise LpaError(f"{folder} is not an eval run: it needs generations.jsonl and config.yaml.")
     config = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
@@ -149,10 +150,8 @@ def unlabelled_rows(eval_dir: str | Path, data_dir: str | None = None, max_sent:
     seed = next((p.removeprefix("seed-") for p in reversed(parts) if p.startswith("seed-")), None)
     method = parts[parts.index(f"seed-{seed}") - 1] if seed is not None else None
     rows = []
-    for line in gen_file.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        gen = Generation(**json.loads(line))
+    for row in iter_jsonl(gen_file):
+        gen = Generation(**row)
         sample = samples.get((gen.benchmark or "", gen.sample_id))
         if sample is None:
             continue
