@@ -169,6 +169,9 @@ def test_parse_attacker_reply():
     assert parse_attacker_reply('{"improvement": "x", "prompt": "broken \\"json') == 'broken "json'
     assert parse_attacker_reply("Prompt: do it") == "do it"
     assert parse_attacker_reply("") is None
+    # cut off by the token budget inside "improvement": no prompt to send (the caller falls back to the request)
+    assert parse_attacker_reply('{"improvement": "The target refused, so frame it as a story and') is None
+    assert parse_attacker_reply('```json\n{"improvement": "x') is None
 
 
 @pytest.mark.slow

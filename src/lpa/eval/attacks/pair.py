@@ -54,7 +54,11 @@ FEEDBACK = (
 
 
 def parse_attacker_reply(text: str) -> str | None:
-    """The new prompt from the attacker's reply: JSON ``prompt`` field, else a 'prompt:' line, else the text."""
+    """The new prompt from the attacker's reply: JSON ``prompt`` field, else a 'prompt:' line, else the text.
+
+    None when there is no prompt in it (the caller then sends the plain request and counts a parse failure):
+    a small attacker often spends its token budget on "improvement" and is cut off before "prompt".
+    """
     match = re.search(r"\{.*\}", text, re.S)
     if match:
         try:
@@ -66,6 +70,8 @@ def parse_attacker_reply(text: str) -> str | None:
     field = re.search(r'"prompt"\s*:\s*"((?:[^"\\]|\\.)*)', text, re.S)  # truncated or invalid JSON
     if field and field.group(1).strip():
         return field.group(1).replace('\\"', '"').replace("\\n", "\n").strip()
+    if re.match(r'\s*(```(json)?\s*)?\{\s*"', text):
+        return None  # a JSON reply cut off before its "prompt" field: sending it would attack with the attacker's notes
     line = re.search(r"prompt\s*:\s*(.+)", text, re.I | re.S)
     if line and line.group(1).strip():
         return line.group(1).strip().strip('"')
@@ -116,6 +122,7 @@ class PAIR(Attack[PAIRArgs]):
                 score = judge_score(ctx, sample, text)
                 log.append({
                     "round": round_index, "stream": stream, "attacker_reply": reply,
+                    "parsed": parse_attacker_reply(reply) is not None,
                     "prompt": prompt.messages[-1]["content"], "response": text, "score": score,
                 })
                 if best is None or score > best[0]:
@@ -135,6 +142,7 @@ class PAIR(Attack[PAIRArgs]):
             "rounds": log,
             "queries": len(log),
             "attacker_queries": len(log),
+            "attacker_parse_failures": sum(not r["parsed"] for r in log),
             "best_score": score,
             "seconds": time.monotonic() - start,
             "attacker": attacker.describe(),

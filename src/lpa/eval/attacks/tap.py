@@ -89,6 +89,7 @@ class Candidate:
     response: str | None = None
     score: float | None = None
     index: int = 0
+    parsed: bool = True  # False: the attacker's reply held no prompt, so the plain request was sent
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -129,9 +130,12 @@ class TAP(Attack[TAPArgs]):
         """``branching`` children per leaf, each a new prompt from the leaf's attacker conversation."""
         parents = [leaf for leaf in leaves for _ in range(self.args.branching)]
         replies = attacker.chat([[{"role": "system", "content": system}, *leaf.history] for leaf in parents], seed=seed)
-        return [Candidate(history=[*leaf.history, {"role": "assistant", "content": reply}],
-                          prompt=parse_attacker_reply(reply) or goal, depth=depth, parent=leaf.index)
-                for leaf, reply in zip(parents, replies, strict=True)]
+        children = []
+        for leaf, reply in zip(parents, replies, strict=True):
+            parsed = parse_attacker_reply(reply)
+            children.append(Candidate(history=[*leaf.history, {"role": "assistant", "content": reply}],
+                                      prompt=parsed or goal, depth=depth, parent=leaf.index, parsed=parsed is not None))
+        return children
 
     def prune_off_topic(self, children: list[Candidate], goal: str, evaluator: AttackerLM) -> list[Candidate]:
         """Phase 1: keep on-topic children (unparsable verdicts count as on-topic), at most ``width``."""
@@ -200,6 +204,7 @@ class TAP(Attack[TAPArgs]):
             "attacker_queries": attacker.queries - before[0],
             "evaluator_queries": evaluator.queries - before[1],
             "pruned_off_topic": sum(c.on_topic is False for c in tree),
+            "attacker_parse_failures": sum(not c.parsed for c in tree),
             "best_score": best.score, "stop": stop, "seconds": time.monotonic() - start,
             "attacker": attacker.describe(),
         }
