@@ -150,10 +150,13 @@ def _print_headline(console: Console, config: ExperimentSpec, result: Experiment
     from lpa.experiments.aggregate import judge_versions
     from lpa.report.judges import kappa_note
 
-    note = kappa_note(judge, judge_versions(result.records, judge))
-    title = f"{config.models[0]} · judge: {judge} ({note} on labelled answers) · 95% bootstrap CI"
+    from lpa.experiments.demo import attack_kappas
+
+    versions = judge_versions(result.records, judge)
+    note = kappa_note(judge, versions)
+    title = f"{config.models[0]} · judge: {judge} ({note} on labelled answers; κ per attack beside it) · 95% CI"
     table = Table("", "base", "lpa", title=title, width=100)
-    for row in headline(result.summary, judge):
+    for row in headline(result.summary, judge, kappas=attack_kappas(judge, versions)):
         table.add_row(*row)
     console.print(table)
     from lpa.experiments.demo import detectable_line
