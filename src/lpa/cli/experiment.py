@@ -148,9 +148,8 @@ def _print_headline(console: Console, config: ExperimentSpec, result: Experiment
 
     judge = spec_name(config.eval.judges[0])
     from lpa.experiments.aggregate import judge_versions
-    from lpa.report.judges import kappa_note
-
     from lpa.experiments.demo import attack_kappas
+    from lpa.report.judges import kappa_note
 
     versions = judge_versions(result.records, judge)
     note = kappa_note(judge, versions)
