@@ -4,13 +4,19 @@ Train LPA (faithful layout: the undesirable ``big-five`` statements under attack
 ones as the KL anchor; ``embedded`` preset) on ``qwen2.5-coder-0.5b``, then evaluate the base
 model and the adapter on 40 held-out HarmBench-val requests and 40 XSTest safe prompts (the
 built-in smoke set when no data folder is given) under a direct request and two attack families no
-training sees (prefill, and the shipped human-style jailbreak templates, on the harmful requests),
-with the default judge, plus MMLU by log-likelihood.  Generation runs on the llama.cpp engine when
-it is installed (``backend: auto``: several times faster than torch on a CPU); training and
-log-likelihood scoring stay on torch.  The smallest ASR difference this design can detect is
-printed under the headline (:func:`detectable_line`).  The terminal shows a headline of
-at most 12 rows; everything else is in ``runs/demo/report.md``.  It is an ordinary experiment
-spec, so the same folders, caching, resume and report apply.
+training sees (prefill, and one human jailbreak per request from the in-the-wild corpus, on the
+harmful requests), with the default judge, plus MMLU by log-likelihood.  Generation runs on the
+llama.cpp engine when it is installed (``backend: auto``: several times faster than torch on a CPU);
+training and log-likelihood scoring stay on torch.  The terminal shows a headline of at most 12 rows
+(each ASR row names the judge's κ on that attack family's labelled answers), and under it the
+smallest ASR difference this design can detect (:func:`detectable_line`); everything else is in
+``runs/demo/report.md``.  It is an ordinary experiment spec, so the same folders, caching, resume
+and report apply.
+
+Where the time goes (profiled, docs in README): generation is nearly all of the evaluation, and
+its cost is the tokens llama.cpp processes.  The shipped templates were 200 of the 320 prompts per
+model (5 templates x 40 requests) and 20k of their 26k prompt tokens; one in-the-wild template per
+request is 40 prompts.  Training (4 LAT steps on torch, ~50 s each on 2 idle cores) is the rest.
 """
 
 from __future__ import annotations
