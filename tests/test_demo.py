@@ -117,3 +117,11 @@ def test_llamacpp_known_noise_is_debug_and_real_warnings_stay():
     assert log_level(logging.WARNING, noise) == logging.DEBUG
     assert log_level(logging.WARNING, "llama_context: n_ctx_per_seq < n_ctx_train") == logging.WARNING
     assert log_level(logging.ERROR, "failed to load model") == logging.ERROR
+
+
+def test_cost_line_names_each_cells_training_and_evaluation_time():
+    from lpa.experiments.demo import cost_line
+
+    line = cost_line([{"method": "base", "cost": {"train_wall_s": 0.0, "eval_wall_s": 120.4}},
+                      {"method": "lpa", "cost": {"train_wall_s": 210.2, "eval_wall_s": 130.6}}])
+    assert line == "time per cell: base: evaluation 120 s; lpa: training 210 s + evaluation 131 s"

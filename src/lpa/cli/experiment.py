@@ -116,7 +116,7 @@ def demo(
     model: str = model_option("qwen2.5-coder-0.5b", help="Model spec (default: the embedded model that refuses)."),
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder (a rerun resumes)."),
     data_dir: str | None = DataDirOption,
-    steps: int | None = typer.Option(None, help="LPA training steps (default 6)."),
+    steps: int | None = typer.Option(None, help="LPA training steps (default 4)."),
     n: int = typer.Option(40, help="Harmful and XSTest-safe prompts evaluated per model."),
     max_new_tokens: int = typer.Option(48, help="Tokens generated per evaluation prompt."),
     mmlu: int = typer.Option(30, help="MMLU questions for the utility check (0 = skip)."),
@@ -137,6 +137,9 @@ def demo(
     console.print(f"[bold]lpa demo[/]: train LPA (faithful) on {model}, then evaluate base vs LPA on {', '.join(benches)}")
     result = run_experiment(config, console=console)
     _print_headline(console, config, result)
+    from lpa.experiments.demo import cost_line
+
+    console.print(cost_line(result.records), highlight=False)
     console.print(f"wall time {time.perf_counter() - start:.0f} s")
 
 

@@ -167,3 +167,13 @@ def attack_kappas(judge: str, used: Sequence[dict[str, Any]] | str) -> dict[str,
         if entry is not None and all(same(entry.get("spec"), spec) for spec in used):
             out[family] = float(entry["kappa"]["value"])
     return out
+
+
+def cost_line(records: Sequence[dict[str, Any]]) -> str:
+    """Where the demo's time went, per cell, as each cell recorded it (a resumed cell keeps its first run's times)."""
+    parts = []
+    for record in records:
+        cost = record.get("cost") or {}
+        train, evaluation = cost.get("train_wall_s") or 0.0, cost.get("eval_wall_s") or 0.0
+        parts.append(f"{record.get('method')}: " + (f"training {train:.0f} s + " if train else "") + f"evaluation {evaluation:.0f} s")
+    return "time per cell: " + "; ".join(parts)
