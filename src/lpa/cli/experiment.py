@@ -116,7 +116,7 @@ def demo(
     model: str = model_option("qwen2.5-coder-0.5b", help="Model spec (default: the embedded model that refuses)."),
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder (a rerun resumes)."),
     data_dir: str | None = DataDirOption,
-    steps: int | None = typer.Option(None, help="LPA training steps (default 6)."),
+    steps: int | None = typer.Option(None, help="LPA training steps (default 4)."),
     n: int = typer.Option(40, help="Harmful and XSTest-safe prompts evaluated per model."),
     max_new_tokens: int = typer.Option(48, help="Tokens generated per evaluation prompt."),
     mmlu: int = typer.Option(30, help="MMLU questions for the utility check (0 = skip)."),
@@ -137,6 +137,9 @@ def demo(
     console.print(f"[bold]lpa demo[/]: train LPA (faithful) on {model}, then evaluate base vs LPA on {', '.join(benches)}")
     result = run_experiment(config, console=console)
     _print_headline(console, config, result)
+    from lpa.experiments.demo import cost_line
+
+    console.print(cost_line(result.records), highlight=False)
     console.print(f"wall time {time.perf_counter() - start:.0f} s")
 
 
@@ -148,12 +151,14 @@ def _print_headline(console: Console, config: ExperimentSpec, result: Experiment
 
     judge = spec_name(config.eval.judges[0])
     from lpa.experiments.aggregate import judge_versions
+    from lpa.experiments.demo import attack_kappas
     from lpa.report.judges import kappa_note
 
-    note = kappa_note(judge, judge_versions(result.records, judge))
-    title = f"{config.models[0]} · judge: {judge} ({note} on labelled answers) · 95% bootstrap CI"
+    versions = judge_versions(result.records, judge)
+    note = kappa_note(judge, versions)
+    title = f"{config.models[0]} · judge: {judge} ({note} on labelled answers; κ per attack beside it) · 95% CI"
     table = Table("", "base", "lpa", title=title, width=100)
-    for row in headline(result.summary, judge):
+    for row in headline(result.summary, judge, kappas=attack_kappas(judge, versions)):
         table.add_row(*row)
     console.print(table)
     from lpa.experiments.demo import detectable_line

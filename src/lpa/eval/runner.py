@@ -402,15 +402,25 @@ class _Runner:
         )
         from lpa.progress import progress
 
+        unit_keys = [digest(self._base_key(sample, attack)) for sample in samples]
+        # An attack whose requests are independent (batch_samples) runs a batch of requests per call, so the
+        # engine decodes them together; each request's rows are still saved under its own key as a chunk ends.
+        unique = len({s.id for s in samples}) == len(samples)  # rows are matched to requests by sample id
+        chunk = max(1, self.settings.batch_size) if unique and getattr(attack, "batch_samples", False) else 1
+        done = {r["unit_key"] for r in self.store.generations.values() if r.get("unit_key") in set(unit_keys)}
+        missing = [i for i, key in enumerate(unit_keys) if key not in done]
+        starts = range(0, len(missing), chunk)
+        for start in progress(starts, f"{attack.name} behaviours ({chunk}/call)"):
+            indices = missing[start : start + chunk]
+            gens = attack.run([samples[i] for i in indices], ctx)
+            for i in indices:
+                mine = [g for g in gens if g.sample_id == samples[i].id]
+                self.store.add_generations([{**g.model_dump(mode="json"), "unit_key": unit_keys[i],
+                                             "key": digest([unit_keys[i], getattr(g, "variant", 0), n])}
+                                            for n, g in enumerate(mine)])
         out = []
-        for sample in progress(samples, f"{attack.name} behaviours"):  # each finished attack is saved at once
-            unit_key = digest(self._base_key(sample, attack))
+        for sample, unit_key in zip(samples, unit_keys, strict=True):
             rows = [r for r in self.store.generations.values() if r.get("unit_key") == unit_key]
-            if not rows:
-                gens = attack.run([sample], ctx)
-                rows = [{**g.model_dump(mode="json"), "unit_key": unit_key,
-                         "key": digest([unit_key, getattr(g, "variant", 0), i])} for i, g in enumerate(gens)]
-                self.store.add_generations(rows)
             out += [(sample, Generation(**_gen_fields(r)), r["key"]) for r in rows]
         return out
 

@@ -93,6 +93,7 @@ class InTheWild(Attack[InTheWildArgs]):
     name = "in-the-wild"
     description = "Wrap each request in k human jailbreak templates drawn from the In-The-Wild corpus (any-of-k)."
     needs_model = True  # reads the tokenizer and context length to skip templates that would not fit
+    batch_samples = True  # requests are independent: the runner passes several per run() call
 
     def check(self) -> None:
         if self.args.file is None:
@@ -131,13 +132,14 @@ class InTheWild(Attack[InTheWildArgs]):
         return prompts, skipped
 
     def run(self, samples: Sequence[Sample], ctx: AttackContext) -> list[Generation]:
-        out: list[Generation] = []
+        """All requests' prompts in one ``ctx.generate`` call, so the engine decodes them as one batch."""
+        drawn = []
         for sample in samples:
             prompts, skipped = self.prompts(sample, ctx)
             if not prompts:
                 raise LpaError(f"No in-the-wild template fits the model's context for request {sample.id!r} "
                                f"({len(skipped)} skipped); lower max_new_tokens or set max_prompt_tokens.")
-            texts = ctx.generate(prompts)
-            log = {"skipped": skipped, "n_skipped": len(skipped), "queries": len(prompts)}
-            out += [make_generation(self, sample, ctx, p, t, attack_log=log) for p, t in zip(prompts, texts, strict=True)]
-        return out
+            drawn.append((sample, prompts, {"skipped": skipped, "n_skipped": len(skipped), "queries": len(prompts)}))
+        texts = iter(ctx.generate([p for _, prompts, _ in drawn for p in prompts]))
+        return [make_generation(self, sample, ctx, p, next(texts), attack_log=log)
+                for sample, prompts, log in drawn for p in prompts]

@@ -103,17 +103,29 @@ class _Model:
         return self.adapters[key]
 
 
+# llama.cpp warnings that say nothing a user can act on, logged at DEBUG: one line per LoRA tensor when the
+# CPU backend's repacked (quantised) buffer type cannot hold an f32 LoRA matrix (it falls back to plain CPU
+# memory, as intended), and a note on the Qwen GGUF's vocabulary that llama.cpp fixes itself on load.
+NOISE = ("cannot use buft", "control-looking token")
+
+
 def _quiet(lib: Any) -> None:
-    """llama.cpp logs every tensor it loads to stderr; keep warnings and errors only."""
+    """llama.cpp logs every tensor it loads to stderr; keep warnings and errors only, minus known noise."""
     levels = {3: logging.WARNING, 4: logging.ERROR}  # GGML_LOG_LEVEL_INFO=2, WARN=3, ERROR=4
 
     @lib.llama_log_callback
     def callback(level: int, text: bytes, user_data: Any) -> None:
         if level in levels:
-            log.log(levels[level], "llama.cpp: %s", text.decode(errors="replace").rstrip())
+            message = text.decode(errors="replace").rstrip()
+            log.log(log_level(levels[level], message), "llama.cpp: %s", message)
 
     _quiet.callback = callback  # type: ignore[attr-defined]  # keep a reference: C holds the pointer
     lib.llama_log_set(callback, ctypes.c_void_p(0))
+
+
+def log_level(level: int, message: str) -> int:
+    """``level``, or DEBUG for a known noise line (:data:`NOISE`)."""
+    return logging.DEBUG if level == logging.WARNING and any(n in message for n in NOISE) else level
 
 
 @dataclass
