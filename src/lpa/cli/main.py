@@ -102,6 +102,7 @@ def run(args: list[str] | None = None) -> int:
         return EXIT_FAILED
     except Exception as exc:
         if _is_usage_error(exc):
+            # _is_usage_error checked that this is Click's UsageError (show/exit_code); mypy cannot see that
             exc.show()  # type: ignore[attr-defined]
             return int(exc.exit_code)  # type: ignore[attr-defined]
         raise

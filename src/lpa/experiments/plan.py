@@ -201,6 +201,7 @@ def format_plan(spec: ExperimentSpec, work: list[CellWork], notes: list[str]) ->
     body = []
     for (model, method), ws in grouped.items():
         secs = [w.seconds for w in ws]
+        # any() above rules out None, which mypy does not narrow through a generator
         known = None if any(s is None for s in secs) else sum(secs)  # type: ignore[arg-type]
         body.append([model, method, str(len(ws)), str(ws[0].steps), "LAT" if ws[0].adversarial else "-",
                      f"{ws[0].eval_generations:.0f}", f"{ws[0].selection_generations:.0f}",
