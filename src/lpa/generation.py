@@ -108,6 +108,13 @@ def format_chat(
     return text
 
 
+def format_chats(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conversation], system: str | None = None,
+                 prefills: Sequence[str | None] | None = None) -> list[str]:
+    """:func:`format_chat` for each conversation with its prefill (none when ``prefills`` is None): every engine's prompts."""
+    prefills = list(prefills) if prefills is not None else [None] * len(conversations)
+    return [format_chat(tokenizer, c, system=system, prefill=p) for c, p in zip(conversations, prefills, strict=True)]
+
+
 def uses_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
@@ -204,8 +211,7 @@ def generate(
     ``on_batch(indices, completions)`` is called after each batch so callers can append results
     to disk as they arrive (resumable runs).
     """
-    prefills = list(prefills) if prefills is not None else [None] * len(conversations)
-    texts = [format_chat(tokenizer, c, system=system, prefill=p) for c, p in zip(conversations, prefills, strict=True)]
+    texts = format_chats(tokenizer, conversations, system, prefills)
     return generate_texts(model, tokenizer, texts, settings, progress=progress, on_batch=on_batch)
 
 

@@ -40,7 +40,7 @@ from lpa.generation import (
     Completion,
     Conversation,
     GenerationSettings,
-    format_chat,
+    format_chats,
     prompt_budget,
     prompt_ids,
     stop_token_ids,
@@ -169,9 +169,7 @@ class LlamaCppBackend:
     def generate(self, conversations: Sequence[Conversation], settings: GenerationSettings, *,
                  system: str | None = None, prefills: Sequence[str | None] | None = None,
                  progress: bool | str = False, on_batch: OnBatch | None = None) -> list[Completion]:
-        prefills = list(prefills) if prefills is not None else [None] * len(conversations)
-        texts = [format_chat(self.tokenizer, c, system=system, prefill=p)
-                 for c, p in zip(conversations, prefills, strict=True)]
+        texts = format_chats(self.tokenizer, conversations, system, prefills)
         return self.generate_texts(texts, settings, progress=progress, on_batch=on_batch)
 
     def generate_texts(self, texts: Sequence[str], settings: GenerationSettings, *, progress: bool | str = False,

@@ -27,7 +27,7 @@ from lpa.generation import (
     Completion,
     Conversation,
     GenerationSettings,
-    format_chat,
+    format_chats,
     length_sorted_batches,
     to_messages,
     uses_chat_template,
@@ -89,8 +89,7 @@ class OpenAIBackend:
 
         self.load_lora()
         prefills = list(prefills) if prefills is not None else [None] * len(conversations)
-        texts = [format_chat(self.tokenizer, c, system=system, prefill=p)
-                 for c, p in zip(conversations, prefills, strict=True)]
+        texts = format_chats(self.tokenizer, conversations, system, prefills)
         if self.config.api == "chat":
             payloads: list[Any] = [self._chat_messages(c, system, p) for c, p in zip(conversations, prefills, strict=True)]
             groups = [[i] for i in range(len(texts))]

@@ -17,7 +17,7 @@ from lpa.generation import (
     Completion,
     Conversation,
     GenerationSettings,
-    format_chat,
+    format_chats,
     length_sorted_batches,
     uses_chat_template,
 )
@@ -62,9 +62,7 @@ class VLLMBackend:
 
         from lpa.progress import progress_bar
 
-        prefills = list(prefills) if prefills is not None else [None] * len(conversations)
-        texts = [format_chat(self.tokenizer, c, system=system, prefill=p)
-                 for c, p in zip(conversations, prefills, strict=True)]
+        texts = format_chats(self.tokenizer, conversations, system, prefills)
         params = SamplingParams(
             max_tokens=settings.max_new_tokens,
             temperature=settings.temperature if settings.do_sample else 0.0,
