@@ -169,3 +169,21 @@ def test_attack_limit_runs_a_search_attack_on_the_first_requests_only(llama, tok
     crescendo = [g["sample_id"] for g in gens if g["attack"] == "crescendo"]
     assert len(direct) == 4 and len(crescendo) == 2 and set(crescendo) <= set(direct)
     assert all(g["info"]["multi_turn"] for g in gens if g["attack"] == "crescendo")
+
+
+def test_local_attacker_engine_follows_the_targets_auto_rule(monkeypatch):
+    """A GGUF attacker on the CPU runs on llama.cpp by default, and the engine joins the query-cache key."""
+    from lpa.eval.attacks.support import attacker as attacker_module
+    from lpa.eval.attacks.support.attacker import AttackerArgs
+
+    monkeypatch.setattr("lpa.eval.backends.llama_cpp_available", lambda: True)
+    monkeypatch.setattr("lpa.eval.backends._on_cpu", lambda device: True)
+    gguf = AttackerLM(AttackerArgs(attacker_model="qwen2.5-coder-1.5b"))
+    assert gguf.engine_name() == "llama.cpp"
+    assert gguf.describe() == {"model": "qwen2.5-coder-1.5b", "backend": "llama.cpp"}
+    pinned = AttackerLM(AttackerArgs(attacker_model="qwen2.5-coder-1.5b", attacker_backend="hf"))
+    assert pinned.describe() == {"model": "qwen2.5-coder-1.5b"}  # hf keys unchanged: old caches still match
+    hub = AttackerLM(AttackerArgs(attacker_model="org/some-hf-model"))
+    assert hub.engine_name() == "hf"
+    with pytest.raises(attacker_module.LpaError, match="attacker_backend"):
+        AttackerLM(AttackerArgs(attacker_model="x.gguf", attacker_backend="nope")).engine_name()

@@ -38,7 +38,8 @@ class AttackerArgs(PluginArgs):
     attacker_url: str | None = Field(None, description="OpenAI-compatible endpoint of the attacker, e.g. http://127.0.0.1:8000/v1.")
     attacker_name: str = Field("attacker", description="Model name sent to the attacker endpoint.")
     attacker_key_env: str | None = Field("OPENAI_API_KEY", description="Env var holding the endpoint's API key.")
-    attacker_backend: str = Field("hf", description="Generation backend for a local attacker_model (lpa.eval.backends).")
+    attacker_backend: str = Field("auto", description="Generation backend for a local attacker_model (lpa.eval.backends; "
+                                                      "auto: llama.cpp for a GGUF model on the CPU when installed, else hf).")
     attacker_max_tokens: int = Field(256, ge=1, description="Maximum tokens per attacker reply.")
     attacker_temperature: float = Field(1.0, ge=0, description="Attacker sampling temperature (0 = greedy).")
     limit: int | None = Field(None, ge=1, description="Attack only the first N requests of each benchmark (a budget; "
@@ -123,7 +124,7 @@ class AttackerLM:
             if self._target is None or self._target[0] is None:
                 raise LpaError("attacker_model='target' needs the target's weights in process (the hf backend).")
             return HFBackend(*self._target)
-        if self.args.attacker_backend == "hf":
+        if self.engine_name() == "hf":
             if spec not in _LOADED:  # search attacks run once per behaviour: load the attacker once per process
                 from lpa.models import load_model
 
@@ -132,11 +133,18 @@ class AttackerLM:
             return _LOADED[spec]
         from lpa.models.loader import load_tokenizer
 
+        config = BackendConfig(name=self.engine_name())
+        return make_backend(config, model=None, tokenizer=load_tokenizer(spec), model_name=spec, adapter=None)
+
+    def engine_name(self) -> str:
+        """The backend a local attacker model runs on, ``auto`` resolved (the same rule as the target's)."""
+        from lpa.eval.backends import BackendConfig, resolve_engine
+
         try:
             config = BackendConfig(name=self.args.attacker_backend)
-        except ValueError as exc:
-            raise LpaError(f"Unknown attacker_backend {self.args.attacker_backend!r}: {exc}") from None
-        return make_backend(config, model=None, tokenizer=load_tokenizer(spec), model_name=spec, adapter=None)
+        except (ValueError, LpaError) as exc:
+            raise LpaError(f"attacker_backend: {exc}") from None
+        return resolve_engine(config, str(self.args.attacker_model))
 
     def options(self, seed: int, temperature: float | None = None, max_tokens: int | None = None) -> dict[str, Any]:
         return {"seed": seed, "temperature": self.args.attacker_temperature if temperature is None else temperature,
@@ -154,6 +162,7 @@ class AttackerLM:
         if self.args.attacker_url:
             return {"url": self.args.attacker_url, "model": self.args.attacker_name}
         described: dict[str, Any] = {"model": self.args.attacker_model}
-        if self.args.attacker_backend != "hf":
-            described["backend"] = self.args.attacker_backend
+        engine = self.engine_name()
+        if engine != "hf":  # hf left out so replies cached before the engine joined the key still match
+            described["backend"] = engine
         return described
