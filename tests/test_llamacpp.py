@@ -65,6 +65,15 @@ def test_shared_prefix_stops_short_of_every_prompt():
     assert _shared_prefix([[1, 2]]) == 0
 
 
+def test_long_prompts_decode_in_fewer_slots():
+    from lpa.eval.backends.llamacpp import KV_CELL_BUDGET, MAX_SEQUENCES, decode_slots
+
+    assert decode_slots(16, 100, 150) == 16  # short chat prompts fill the batch
+    assert decode_slots(16, 100, 560) == KV_CELL_BUDGET // 560 < 16  # in-the-wild jailbreaks: fewer, cheaper steps
+    assert decode_slots(16, 3, 100) == 3 and decode_slots(16, 100, 10 * KV_CELL_BUDGET) == 1
+    assert decode_slots(1000, 1000, 1) == MAX_SEQUENCES
+
+
 def test_sampling_rule_matches_the_torch_engine():
     from lpa.eval.backends.llamacpp import _pick
 
@@ -220,3 +229,33 @@ def test_eval_defaults_to_llama_cpp_on_a_gguf_model_and_keys_answers_by_engine(t
     assert len(read_jsonl(out / "generations.jsonl")) == first
     evaluate(suite.model_copy(update={"backend": BackendConfig(name="hf")}), "smollm2-135m", out_dir=out, device="cpu")
     assert len(read_jsonl(out / "generations.jsonl")) == 2 * first  # the torch engine's answers are new rows
+
+
+@pytest.mark.slow
+@needs_llama
+def test_llama_cpp_scores_next_tokens_like_torch_and_runs_loglik_mmlu_without_weights(embedded, tmp_path):
+    """Log-likelihood MMLU on the engine that generates: the letter log-probs agree with torch's, and an eval
+    with utility loglik on llama.cpp loads no torch weights."""
+    import torch
+
+    from lpa.eval.judges.refusal_probe import last_token_logits
+    from lpa.eval.suite import EvalSuite, needs_weights
+    from lpa.generation import format_chat, tokenize_prompts
+
+    model, tokenizer = embedded
+    backend = make_backend(BackendConfig(name="llama.cpp"), model=None, tokenizer=tokenizer,
+                           model_name="smollm2-135m", adapter=None)
+    texts = [format_chat(tokenizer, p, prefill="Answer:") for p in PROMPTS[:4]]
+    ids = [tokenizer.encode(t, add_special_tokens=False)[0] for t in (" A", " B", " C", " D", " the")]
+    cpp = np.array(backend.next_token_logprobs(texts, ids))
+    batch = tokenize_prompts(tokenizer, texts, "cpu", positions=True)
+    with torch.no_grad():
+        logits = last_token_logits(model, batch, batch.pop("position_ids"))
+    ref = torch.log_softmax(logits.float(), dim=-1)[:, ids].numpy()
+    assert cpp.shape == ref.shape == (4, 5)
+    assert np.all(cpp < 0) and np.abs(cpp - ref).max() < 0.5, np.abs(cpp - ref).max()  # 8-bit activations
+    assert (cpp.argmax(1) == ref.argmax(1)).sum() >= 3
+    suite = EvalSuite(benchmarks=["smoke"], judges=["keyword"], limit=2, bootstrap=0,
+                      backend={"name": "llama.cpp"}, utility={"n": 4, "methods": ["loglik"]})
+    assert needs_weights(suite) == []  # the engine scores: no torch copy of the model
+    assert "utility loglik" in needs_weights(suite.model_copy(update={"backend": BackendConfig(name="hf")}))

@@ -171,9 +171,17 @@ def needs_weights(suite: EvalSuite) -> list[str]:
         name = spec_name(spec)
         if getattr(JUDGES.get(name), "needs_model", False):
             parts.append(f"judge {name}")
-    if suite.utility is not None and "loglik" in suite.utility.methods:
+    if suite.utility is not None and "loglik" in suite.utility.methods and not _backend_scores(suite):
         parts.append("utility loglik")
     return parts
+
+
+def _backend_scores(suite: EvalSuite) -> bool:
+    """Whether the suite's (resolved) backend computes log-likelihoods itself, so MMLU needs no torch weights."""
+    from lpa.eval.backends import BACKENDS
+
+    name = suite.backend.name
+    return name in BACKENDS.names() and bool(getattr(BACKENDS.get(name), "scores_next_token", False))
 
 
 def routing(suite: EvalSuite) -> dict[str, str]:
@@ -184,4 +192,6 @@ def routing(suite: EvalSuite) -> dict[str, str]:
         route[part] = "hf (needs the weights in process)"
     if suite.utility is not None and "generate" in suite.utility.methods:
         route["utility generate"] = backend
+    if suite.utility is not None and "loglik" in suite.utility.methods and _backend_scores(suite):
+        route["utility loglik"] = backend
     return route

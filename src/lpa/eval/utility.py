@@ -87,14 +87,20 @@ class UtilityResult:
 
 
 def mmlu_loglik(model: Any, tokenizer: Any, questions: Sequence[Question], batch_size: int = 8,
-                system: str | None = None) -> UtilityResult:
-    """Accuracy by comparing letter log-probs after an "Answer:" prefill (one forward pass per batch)."""
+                system: str | None = None, backend: Any = None) -> UtilityResult:
+    """Accuracy by comparing letter log-probs after an "Answer:" prefill (one forward pass per batch).
+
+    ``backend``: an engine that scores next tokens itself (``scores_next_token``, e.g. llama.cpp on the
+    GGUF weights, several times faster than torch's fp32 forward on a CPU) computes the log-probs instead.
+    """
     import torch
 
     from lpa.eval.judges.refusal_probe import last_token_logits
     from lpa.generation import format_chat, tokenize_prompts
 
     letter_ids = _letter_ids(tokenizer)
+    if backend is not None and scores_next_token(backend):
+        return _mmlu_loglik_on(backend, tokenizer, questions, letter_ids, system)
     device = next(model.parameters()).device
 
     predictions: list[str | None] = []
@@ -107,6 +113,29 @@ def mmlu_loglik(model: Any, tokenizer: Any, questions: Sequence[Question], batch
         logp = torch.log_softmax(logits.float(), dim=-1)
         scores = torch.stack([torch.logsumexp(logp[:, ids], dim=-1) for ids in letter_ids], dim=-1)
         predictions += [LETTERS[int(i)] for i in scores.argmax(-1).cpu()]
+    correct = sum(p == q.answer for p, q in zip(predictions, questions, strict=True))
+    return UtilityResult("loglik", correct / max(len(questions), 1), len(questions), 0, predictions)
+
+
+def scores_next_token(backend: Any) -> bool:
+    """Whether a generation backend computes next-token log-probs itself (see ``next_token_logprobs``)."""
+    return bool(getattr(backend, "scores_next_token", False))
+
+
+def _mmlu_loglik_on(backend: Any, tokenizer: Any, questions: Sequence[Question], letter_ids: list[list[int]],
+                    system: str | None) -> UtilityResult:
+    import math
+
+    from lpa.generation import format_chat
+
+    texts = [format_chat(tokenizer, q.render(), system=system, prefill="Answer:") for q in questions]
+    flat = [i for ids in letter_ids for i in ids]
+    logprobs = backend.next_token_logprobs(texts, flat)
+    predictions: list[str | None] = []
+    for row in logprobs:
+        by_id = dict(zip(flat, row, strict=True))
+        scores = [math.log(sum(math.exp(by_id[i]) for i in ids)) for ids in letter_ids]
+        predictions.append(LETTERS[max(range(len(LETTERS)), key=scores.__getitem__)])
     correct = sum(p == q.answer for p, q in zip(predictions, questions, strict=True))
     return UtilityResult("loglik", correct / max(len(questions), 1), len(questions), 0, predictions)
 
@@ -162,10 +191,12 @@ def run_utility(model: Any, tokenizer: Any, config: Any, cache: Path, key: dict[
     rows = []
     with JsonlCache(cache, "eval.utility") as done:
         for method in config.methods:
-            row_key = digest({**key, "method": method, "config": config.model_dump(mode="json")})
+            # log-likelihoods scored by the generation engine name it (torch-scored rows keep their old keys)
+            scorer = {"scored_by": backend.engine} if method == "loglik" and scores_next_token(backend) else {}
+            row_key = digest({**key, "method": method, "config": config.model_dump(mode="json"), **scorer})
             if row_key not in done:
                 if method == "loglik":
-                    result = mmlu_loglik(model, tokenizer, questions, config.batch_size)
+                    result = mmlu_loglik(model, tokenizer, questions, config.batch_size, backend=backend)
                 else:
                     result = mmlu_generate(model, tokenizer, questions, config.batch_size, config.max_new_tokens,
                                            backend=backend)

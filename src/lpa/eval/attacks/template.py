@@ -86,6 +86,11 @@ def slot_template(entry: dict[str, Any], default_id: str, where: str) -> Jailbre
     return JailbreakTemplate(id=template_id, template="{prompt}".join(parts), description=description or "", parts=parts)
 
 
+def fast_yaml(text: str) -> Any:
+    """``yaml.safe_load`` through libyaml when PyYAML has it: the 488-file in-the-wild corpus reads in 0.5 s, not 5 s."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 (a safe loader)
+
+
 def _read_entries(path: Path) -> list[tuple[dict[str, Any], str]]:
     """(entry, where) pairs of a file or a folder of PyRIT YAML files."""
     if path.is_dir():
@@ -95,7 +100,7 @@ def _read_entries(path: Path) -> list[tuple[dict[str, Any], str]]:
         out = []
         for file in files:
             try:
-                data = yaml.safe_load(file.read_text(encoding="utf-8"))
+                data = fast_yaml(file.read_text(encoding="utf-8"))
             except (OSError, yaml.YAMLError) as exc:
                 raise LpaError(f"Cannot read {file}: {exc}") from None
             if not isinstance(data, dict) or "value" not in data:
@@ -104,7 +109,7 @@ def _read_entries(path: Path) -> list[tuple[dict[str, Any], str]]:
         return out
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = fast_yaml(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
             raise LpaError(f"Cannot read {path}: {exc}") from None
         if isinstance(data, dict) and "value" in data:  # one PyRIT template

@@ -54,6 +54,11 @@ MIN_SHARED = 8  # shorter common prefixes are not worth a separate decode
 # live cells, so batch 64 gains little over 16.  Per-sequence streams (False) measured slower still: 134 s
 # vs 75 s for 64 prompts x 32 tokens on qwen2.5-coder-0.5b (shared 2-core machine), and answers shift.
 KV_UNIFIED = True
+# ... which is why long prompts decode in fewer slots: 40 in-the-wild prompts (13.6k prompt tokens, 48 new each) took
+# 94 s at batch 16, 88 s at 8, 77 s at 4 and 84 s at 2, while 120 short ones (5.2k) took 45 s at 16 and 68 s at 4
+# (qwen2.5-coder-0.5b, 2 idle cores).  Slots are capped so that slots x (longest prompt + new tokens) stays near this.
+KV_CELL_BUDGET = 2560
+SCORE_SLOTS = 8  # prompts per llama_decode when only next-token log-probs are wanted
 
 
 def _llama() -> Any:
@@ -142,6 +147,7 @@ class _Row:
 class LlamaCppBackend:
     name = "llama.cpp"
     engine = "llama.cpp"
+    scores_next_token = True  # next_token_logprobs: log-likelihood MMLU runs here, not on torch
 
     def __init__(self, config: BackendConfig, tokenizer: Any, model_name: str, adapter: str | None) -> None:
         _llama()
@@ -202,11 +208,11 @@ class LlamaCppBackend:
         import numpy as np
 
         lib, model = self.model.lib, self.model
-        slots = max(1, min(settings.batch_size, MAX_SEQUENCES, len(ids)))
         shared = _shared_prefix(ids)
         if shared < MIN_SHARED:
             shared = 0
         longest_tail = max(len(r) - shared for r in ids)
+        slots = decode_slots(settings.batch_size, len(ids), longest_tail + settings.max_new_tokens)
         if KV_UNIFIED:
             cells = shared + slots * (longest_tail + settings.max_new_tokens) + slots
         else:  # one stream per sequence, each holding a whole row (prefix copied in)
@@ -263,6 +269,58 @@ class LlamaCppBackend:
             lib.llama_batch_free(batch)
             lib.llama_free(ctx)
 
+    def next_token_logprobs(self, texts: Sequence[str], token_ids: Sequence[int]) -> list[list[float]]:
+        """log p(token | prompt) of each of ``token_ids`` right after each formatted prompt, in input order.
+
+        What log-likelihood multiple choice needs (:func:`lpa.eval.utility.mmlu_loglik`): one decode per
+        prompt with logits at its last token only, adapter applied, nothing sampled.
+        """
+        import numpy as np
+
+        if not texts:
+            return []
+        lib = self.model.lib
+        budget = prompt_budget(self.model.n_ctx_train, 1)
+        ids = [list(r) for r in prompt_ids(self.tokenizer, texts)]
+        self.truncated = warn_truncated([len(r) for r in ids], budget, "llama.cpp engine")
+        if budget is not None:
+            ids = [r[-budget:] for r in ids]
+        shared = _shared_prefix(ids)
+        if shared < MIN_SHARED:
+            shared = 0
+        slots = max(1, min(SCORE_SLOTS, len(ids)))
+        longest_tail = max(len(r) - shared for r in ids)
+        n_ctx = -(-(shared + slots * longest_tail + slots) // 256) * 256
+        ctx = self._context(n_ctx, slots + 1)
+        batch = lib.llama_batch_init(n_ctx, 0, 1)
+        memory = lib.llama_get_memory(ctx)
+        wanted = np.asarray(list(token_ids), dtype=np.int64)
+        scores: list[list[float]] = []
+        try:
+            if shared:
+                self._feed(ctx, batch, [(t, p, 0, False) for p, t in enumerate(ids[0][:shared])])
+            for start in range(0, len(ids), slots):
+                rows = ids[start : start + slots]
+                tokens: list[tuple[int, int, int, bool]] = []
+                for seq, row in enumerate(rows, start=1):
+                    if shared:
+                        lib.llama_memory_seq_cp(memory, 0, seq, -1, -1)
+                    tail = row[shared:]
+                    tokens += [(t, shared + k, seq, k == len(tail) - 1) for k, t in enumerate(tail)]
+                self._feed(ctx, batch, tokens)
+                for out_index in _output_positions(tokens):
+                    logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, out_index),
+                                                   shape=(self.model.n_vocab,)).astype(np.float64)
+                    top = logits.max()
+                    log_norm = top + np.log(np.exp(logits - top).sum())
+                    scores.append([float(v) for v in logits[wanted] - log_norm])
+                for seq in range(1, len(rows) + 1):
+                    lib.llama_memory_seq_rm(memory, seq, -1, -1)
+        finally:
+            lib.llama_batch_free(batch)
+            lib.llama_free(ctx)
+        return scores
+
     def _completion(self, row: _Row, stops: set[int]) -> Completion:
         stopped = row.out[-1] in stops
         kept = row.out[:-1] if stopped else row.out
@@ -306,6 +364,13 @@ class LlamaCppBackend:
         code = lib.llama_decode(ctx, batch)
         if code != 0:
             raise RuntimeError(f"llama_decode failed with code {code} ({len(tokens)} tokens)")
+
+
+def decode_slots(batch_size: int, prompts: int, row_cells: int) -> int:
+    """Sequences decoded together: ``batch_size``, fewer when long rows would make every step attend over a large
+    unified KV cache (see :data:`KV_CELL_BUDGET`), never fewer than one or more than llama.cpp allows."""
+    fitting = max(1, KV_CELL_BUDGET // max(1, row_cells))
+    return max(1, min(batch_size, fitting, MAX_SEQUENCES, prompts))
 
 
 def _output_positions(tokens: list[tuple[int, int, int, bool]]) -> list[int]:
