@@ -35,6 +35,16 @@ def test_demo_spec_runs_40_plus_40_under_direct_prefill_and_in_the_wild(tmp_path
     assert spec.eval.utility is not None and spec.eval.utility.n == 30
 
 
+def test_demo_trains_in_bf16_only_where_the_cpu_multiplies_it_natively(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native, dtype in ((True, "bf16"), (False, "auto")):
+        monkeypatch.setattr("lpa.models.loader.cpu_has_native_bf16", lambda native=native: native)
+        lpa = next(m for m in demo_spec("runs/x", data_dir=str(_data_dir(tmp_path))).methods if m.name == "lpa")
+        assert lpa.train["dtype"] == dtype
+
+
 def test_demo_assets_fetch_what_the_demo_uses():
     """`make demo` fetches every asset up front, so the demo's own time has no download in it."""
     match = re.search(r"^DEMO_ASSETS \?= (.+)$", (ROOT / "Makefile").read_text(encoding="utf-8"), re.M)

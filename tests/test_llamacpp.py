@@ -65,13 +65,12 @@ def test_shared_prefix_stops_short_of_every_prompt():
     assert _shared_prefix([[1, 2]]) == 0
 
 
-def test_long_prompts_decode_in_fewer_slots():
-    from lpa.eval.backends.llamacpp import KV_CELL_BUDGET, MAX_SEQUENCES, decode_slots
+def test_long_prompts_join_the_batch_a_few_at_a_time():
+    from lpa.eval.backends.llamacpp import KV_CELL_BUDGET, fits
 
-    assert decode_slots(16, 100, 150) == 16  # short chat prompts fill the batch
-    assert decode_slots(16, 100, 560) == KV_CELL_BUDGET // 560 < 16  # in-the-wild jailbreaks: fewer, cheaper steps
-    assert decode_slots(16, 3, 100) == 3 and decode_slots(16, 100, 10 * KV_CELL_BUDGET) == 1
-    assert decode_slots(1000, 1000, 1) == MAX_SEQUENCES
+    assert fits(0, 10 * KV_CELL_BUDGET)  # a row longer than the budget still runs, alone
+    assert fits(15 * 150, 150)  # sixteen short chat prompts fill the batch
+    assert fits(3 * 560, 560) and not fits(4 * 560, 560)  # in-the-wild jailbreaks: four at a time
 
 
 def test_sampling_rule_matches_the_torch_engine():

@@ -79,3 +79,22 @@ def test_unsupported_gguf_is_a_clear_error(tmp_path):
     writer.close()
     with pytest.raises(LpaError, match="GGUF"):
         load_model(str(path), device="cpu")
+
+
+def test_output_layer_gets_contiguous_input_and_the_same_logits(llama):
+    """The pre-hook that spares nn.Linear the batched-matmul copy of the vocabulary matrix changes no number."""
+    import torch
+
+    from lpa.models.loader import contiguous_lm_head_input
+
+    ids = torch.randint(0, llama.config.vocab_size, (3, 9))
+    with torch.no_grad():
+        before = llama(input_ids=ids, logits_to_keep=4).logits
+    seen = []
+    contiguous_lm_head_input(llama)
+    contiguous_lm_head_input(llama)  # idempotent: one hook
+    llama.get_output_embeddings().register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
+    with torch.no_grad():
+        after = llama(input_ids=ids, logits_to_keep=4).logits
+    assert seen == [True] and torch.equal(before, after)
+    assert len(llama.get_output_embeddings()._forward_pre_hooks) == 2

@@ -65,6 +65,16 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     return getattr(torch, key)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX): there bf16 training is ~2x faster than fp32
+    (a Qwen-0.5B LAT step 26 s vs 52 s on 2 Zen 4 cores); elsewhere torch emulates bf16 and it is slower."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
 def model_name(spec: str) -> str:
     """A stable, human-readable name for records (alias or id as given; local paths resolved)."""
     if spec in ALIASES:
@@ -281,8 +291,29 @@ def load(
     if adapter is not None:
         model = attach_adapter(model, adapter, merge=merge_adapter)
     model.eval()
+    contiguous_lm_head_input(model)
     register_identity(model, identity)
     return LoadedModel(model, tokenizer, identity)
+
+
+def contiguous_lm_head_input(model: Any) -> Any:
+    """Make the output layer's input contiguous before its matmul; returns ``model``.
+
+    Why: transformers slices the hidden states it projects (``logits_to_keep``), and a non-contiguous 3-D input
+    sends ``nn.Linear`` through a batched matmul that copies the whole vocabulary matrix per row: on a CPU,
+    Qwen's 151k x 896 head on 16 x 30 sliced positions took 8.5 s in bf16 and 1.45 s in fp32, 0.36 s and 0.85 s
+    contiguous.  Idempotent; a no-op for models without output embeddings.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None or getattr(head, "_lpa_contiguous_input", False):
+        return model
+
+    def make_contiguous(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (args[0].contiguous(), *args[1:]) if args and hasattr(args[0], "contiguous") else args
+
+    head.register_forward_pre_hook(make_contiguous)
+    head._lpa_contiguous_input = True
+    return model
 
 
 def load_model(spec: str, **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -378,6 +378,7 @@ def build_trainer(
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     from lpa.models import load_model, resolve_device, resolve_dtype
+    from lpa.models.loader import contiguous_lm_head_input
 
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -387,6 +388,7 @@ def build_trainer(
     elif tokenizer is None:
         raise LpaError("Pass a tokenizer together with a model.")
     model.to(device)
+    contiguous_lm_head_input(model)  # a model passed in did not come through load()
     examples = method.build_examples(cfg, tokenizer)
     if not examples:
         raise LpaError(f"Method {cfg.method!r} built no training examples.")

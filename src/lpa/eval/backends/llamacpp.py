@@ -54,9 +54,10 @@ MIN_SHARED = 8  # shorter common prefixes are not worth a separate decode
 # live cells, so batch 64 gains little over 16.  Per-sequence streams (False) measured slower still: 134 s
 # vs 75 s for 64 prompts x 32 tokens on qwen2.5-coder-0.5b (shared 2-core machine), and answers shift.
 KV_UNIFIED = True
-# ... which is why long prompts decode in fewer slots: 40 in-the-wild prompts (13.6k prompt tokens, 48 new each) took
-# 94 s at batch 16, 88 s at 8, 77 s at 4 and 84 s at 2, while 120 short ones (5.2k) took 45 s at 16 and 68 s at 4
-# (qwen2.5-coder-0.5b, 2 idle cores).  Slots are capped so that slots x (longest prompt + new tokens) stays near this.
+# ... which is why rows join the batch only while the live rows' cells (prompt tail + new tokens each) stay within a
+# budget: 40 in-the-wild prompts (13.6k prompt tokens, 48 new each) took 94 s at batch 16 and 77 s at 4, while 120
+# short ones (5.2k tokens) took 45 s at 16 and 68 s at 4 (qwen2.5-coder-0.5b, 2 idle cores).  Long rows join first,
+# few at a time; short ones then fill the batch.
 KV_CELL_BUDGET = 2560
 SCORE_SLOTS = 8  # prompts per llama_decode when only next-token log-probs are wanted
 
@@ -212,7 +213,7 @@ class LlamaCppBackend:
         if shared < MIN_SHARED:
             shared = 0
         longest_tail = max(len(r) - shared for r in ids)
-        slots = decode_slots(settings.batch_size, len(ids), longest_tail + settings.max_new_tokens)
+        slots = max(1, min(settings.batch_size, MAX_SEQUENCES, len(ids)))
         if KV_UNIFIED:
             cells = shared + slots * (longest_tail + settings.max_new_tokens) + slots
         else:  # one stream per sequence, each holding a whole row (prefix copied in)
@@ -234,8 +235,10 @@ class LlamaCppBackend:
             while waiting or active:
                 tokens: list[tuple[int, int, int, bool]] = [(r.last, r.pos, r.seq, True) for r in active]
                 outputs = list(active)
-                while waiting and free:
+                live = sum(len(ids[r.index]) - shared + settings.max_new_tokens for r in outputs)
+                while waiting and free and fits(live, len(ids[waiting[0]]) - shared + settings.max_new_tokens):
                     index = waiting.popleft()
+                    live += len(ids[index]) - shared + settings.max_new_tokens
                     row = _Row(index=index, seq=free.pop(), pos=len(ids[index]), prompt_tokens=len(ids[index]))
                     if settings.do_sample:
                         row.rng = np.random.default_rng([settings.seed, index])
@@ -366,11 +369,9 @@ class LlamaCppBackend:
             raise RuntimeError(f"llama_decode failed with code {code} ({len(tokens)} tokens)")
 
 
-def decode_slots(batch_size: int, prompts: int, row_cells: int) -> int:
-    """Sequences decoded together: ``batch_size``, fewer when long rows would make every step attend over a large
-    unified KV cache (see :data:`KV_CELL_BUDGET`), never fewer than one or more than llama.cpp allows."""
-    fitting = max(1, KV_CELL_BUDGET // max(1, row_cells))
-    return max(1, min(batch_size, fitting, MAX_SEQUENCES, prompts))
+def fits(live_cells: int, row_cells: int, budget: int = KV_CELL_BUDGET) -> bool:
+    """Whether a waiting row may join: always into an empty batch, else while the live rows' cells stay in budget."""
+    return live_cells == 0 or live_cells + row_cells <= budget
 
 
 def _output_positions(tokens: list[tuple[int, int, int, bool]]) -> list[int]:
