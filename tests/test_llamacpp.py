@@ -258,3 +258,37 @@ def test_llama_cpp_scores_next_tokens_like_torch_and_runs_loglik_mmlu_without_we
                       backend={"name": "llama.cpp"}, utility={"n": 4, "methods": ["loglik"]})
     assert needs_weights(suite) == []  # the engine scores: no torch copy of the model
     assert "utility loglik" in needs_weights(suite.model_copy(update={"backend": BackendConfig(name="hf")}))
+
+
+def test_gguf_header_reader_matches_the_gguf_library(tmp_path):
+    """The header walk that replaced GGUFReader for adapter conversion (7-11 s -> 0.2 s on Qwen) reads the same."""
+    gguf = pytest.importorskip("gguf")
+    from pathlib import Path
+
+    from lpa.models.gguf_lora import _base_info, read_gguf_header
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.add_head_count(4)
+    writer.add_head_count_kv(2)
+    writer.add_token_list(["<s>", "hello", "wörld"] * 50)
+    writer.add_token_scores([0.5, -1.0, 2.0] * 50)
+    writer.add_bool("custom.flag", True)
+    writer.add_tensor("blk.0.attn_q.weight", np.ones((4, 8), dtype=np.float32))
+    writer.add_tensor("output.weight", np.zeros((3, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    reference = gguf.GGUFReader(str(path))
+    fields, names = read_gguf_header(Path(path))
+    assert {k: fields[k] for k in reference.fields if not k.startswith("GGUF.")} == \
+        {k: f.contents() for k, f in reference.fields.items() if not k.startswith("GGUF.")}
+    assert names == [t.name for t in reference.tensors]
+    info = _base_info(Path(path))
+    assert (info["arch"], info["n_blocks"], info["n_head"], info["n_head_kv"]) == ("llama", 2, 4, 2)
+    assert info["tensors"] == {"blk.0.attn_q.weight", "output.weight"}
+    (tmp_path / "bad.gguf").write_bytes(b"NOPE" + bytes(20))
+    with pytest.raises(LpaError, match="not a GGUF"):
+        read_gguf_header(tmp_path / "bad.gguf")

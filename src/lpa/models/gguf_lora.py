@@ -55,24 +55,72 @@ def _adapter_files(adapter: Path) -> tuple[Path, Path]:
 
 
 def _base_info(base_gguf: Path) -> dict[str, Any]:
-    """Architecture, block count and head counts of a GGUF model (metadata only)."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(base_gguf))
-
-    def field(name: str) -> Any:
-        value = reader.fields.get(name)
-        if value is None:
-            return None
-        contents = value.contents()
-        return contents
-
-    arch = field("general.architecture")
+    """Architecture, block count, head counts and tensor names of a GGUF model (metadata only)."""
+    fields, tensors = read_gguf_header(base_gguf, keep=lambda key: not key.startswith("tokenizer."))
+    arch = fields.get("general.architecture")
     if not isinstance(arch, str):
         raise LpaError(f"{base_gguf} has no general.architecture; is it a GGUF model?")
-    return {"arch": arch, "n_blocks": int(field(f"{arch}.block_count")),
-            "n_head": field(f"{arch}.attention.head_count"), "n_head_kv": field(f"{arch}.attention.head_count_kv"),
-            "tensors": {t.name for t in reader.tensors}}
+    return {"arch": arch, "n_blocks": int(fields[f"{arch}.block_count"]),
+            "n_head": fields.get(f"{arch}.attention.head_count"),
+            "n_head_kv": fields.get(f"{arch}.attention.head_count_kv"), "tensors": set(tensors)}
+
+
+# GGUF value types (gguf.GGUFValueType): fixed sizes in bytes and struct codes; 8 = string, 9 = array
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def read_gguf_header(path: Path, keep: Any = None) -> tuple[dict[str, Any], list[str]]:
+    """The metadata fields and tensor names of a GGUF file, reading only its header.
+
+    Why not ``gguf.GGUFReader``: it builds a numpy view per array element, and a Qwen vocabulary
+    (151k tokens and 151k merges) took it 7-11 s; this walks the same layout (GGUF v2/v3,
+    little-endian) in well under a second.  Array values are skipped unless ``keep(key)`` says so.
+    """
+    import mmap
+    import struct
+
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if data[:4] != b"GGUF":
+            raise LpaError(f"{path} is not a GGUF file.")
+        version, n_tensors, n_kv = struct.unpack_from("<IQQ", data, 4)
+        if version < 2:
+            raise LpaError(f"{path}: GGUF version {version} is too old (need 2 or later).")
+        offset = 24
+
+        def string(at: int) -> tuple[str, int]:
+            (length,) = struct.unpack_from("<Q", data, at)
+            return data[at + 8 : at + 8 + length].decode("utf-8", errors="replace"), at + 8 + length
+
+        def value(kind: int, at: int, wanted: bool) -> tuple[Any, int]:
+            if kind in _SCALARS:
+                code = "<" + _SCALARS[kind]
+                return struct.unpack_from(code, data, at)[0], at + struct.calcsize(code)
+            if kind == 8:
+                return string(at)
+            if kind != 9:
+                raise LpaError(f"{path}: unknown GGUF value type {kind}.")
+            item, count = struct.unpack_from("<IQ", data, at)
+            at += 12
+            if item in _SCALARS and not wanted:
+                return None, at + count * struct.calcsize("<" + _SCALARS[item])
+            items = []
+            for _ in range(count):
+                element, at = value(item, at, wanted)
+                items.append(element)
+            return (items if wanted else None), at
+
+        fields: dict[str, Any] = {}
+        for _ in range(n_kv):
+            key, offset = string(offset)
+            (kind,) = struct.unpack_from("<I", data, offset)
+            fields[key], offset = value(kind, offset + 4, keep is None or bool(keep(key)))
+        names = []
+        for _ in range(n_tensors):
+            name, offset = string(offset)
+            (n_dims,) = struct.unpack_from("<I", data, offset)
+            offset += 4 + 8 * n_dims + 4 + 8  # dims, type, data offset
+            names.append(name)
+    return fields, names
 
 
 def write_gguf_lora(adapter: Path, base: dict[str, Any], out: Path) -> None:
