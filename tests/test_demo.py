@@ -26,7 +26,7 @@ def test_demo_spec_runs_40_plus_40_under_direct_prefill_and_in_the_wild(tmp_path
     assert DEMO_N >= 40 and spec.eval.benchmarks[1]["args"]["subset"] == "safe"
     assert [spec_name(a) for a in spec.eval.attacks] == ["direct", "prefill", "in-the-wild"]
     wild = next(a for a in spec.eval.attacks if spec_name(a) == "in-the-wild")
-    assert wild["args"] == {"k": 1, "max_prompt_tokens": 512}  # one seeded template per request, the same for both cells
+    assert wild["args"] == {"k": 1, "max_prompt_tokens": 384}  # one seeded template per request, the same for both cells
     assert spec.eval.attack_benchmarks == {"prefill": ["harmbench"], "in-the-wild": ["harmbench"]}
     assert spec.eval.judges[0] == "cascade" and spec.eval.generation.max_new_tokens == 48
     lpa = next(m for m in spec.methods if m.name == "lpa")
