@@ -87,7 +87,7 @@ def slot_template(entry: dict[str, Any], default_id: str, where: str) -> Jailbre
 
 
 def fast_yaml(text: str) -> Any:
-    """``yaml.safe_load`` through libyaml when PyYAML has it: the 488-file in-the-wild corpus reads in 0.5 s, not 5 s."""
+    """``yaml.safe_load`` through libyaml when PyYAML has it: the 488-file in-the-wild corpus reads in 0.2 s, not 4.9 s."""
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 (a safe loader)
 
 

@@ -187,11 +187,7 @@ class LlamaCppBackend:
 
         if not texts:
             return []
-        budget = prompt_budget(self.model.n_ctx_train, settings.max_new_tokens)
-        ids = [list(r) for r in prompt_ids(self.tokenizer, texts)]
-        self.truncated = warn_truncated([len(r) for r in ids], budget, "llama.cpp engine")
-        if budget is not None:
-            ids = [r[-budget:] for r in ids]
+        ids = self._prompt_rows(texts, settings.max_new_tokens)
         results: list[Completion | None] = [None] * len(texts)
         label = progress if isinstance(progress, str) else "generating"
         with progress_bar(f"{label} (llama.cpp)", len(texts), enabled=None if progress else False) as bar:
@@ -205,14 +201,19 @@ class LlamaCppBackend:
             self._decode(ids, settings, done)
         return [r for r in results if r is not None]
 
+    def _prompt_rows(self, texts: Sequence[str], new_tokens: int) -> list[list[int]]:
+        """Token ids of formatted prompts, each cut to its last tokens where it would overflow the context."""
+        budget = prompt_budget(self.model.n_ctx_train, new_tokens)
+        ids = [list(r) for r in prompt_ids(self.tokenizer, texts)]
+        self.truncated = warn_truncated([len(r) for r in ids], budget, "llama.cpp engine")
+        return [r[-budget:] for r in ids] if budget is not None else ids
+
     # -- the decoding loop ------------------------------------------------------------------
     def _decode(self, ids: list[list[int]], settings: GenerationSettings, done: OnBatch) -> None:
         import numpy as np
 
         lib, model = self.model.lib, self.model
-        shared = _shared_prefix(ids)
-        if shared < MIN_SHARED:
-            shared = 0
+        shared = _worth_sharing(ids)
         longest_tail = max(len(r) - shared for r in ids)
         slots = max(1, min(settings.batch_size, MAX_SEQUENCES, len(ids)))
         if KV_UNIFIED:
@@ -284,14 +285,8 @@ class LlamaCppBackend:
         if not texts:
             return []
         lib = self.model.lib
-        budget = prompt_budget(self.model.n_ctx_train, 1)
-        ids = [list(r) for r in prompt_ids(self.tokenizer, texts)]
-        self.truncated = warn_truncated([len(r) for r in ids], budget, "llama.cpp engine")
-        if budget is not None:
-            ids = [r[-budget:] for r in ids]
-        shared = _shared_prefix(ids)
-        if shared < MIN_SHARED:
-            shared = 0
+        ids = self._prompt_rows(texts, 1)
+        shared = _worth_sharing(ids)
         slots = max(1, min(SCORE_SLOTS, len(ids)))
         longest_tail = max(len(r) - shared for r in ids)
         n_ctx = -(-(shared + slots * longest_tail + slots) // 256) * 256
@@ -388,6 +383,12 @@ def _shared_prefix(rows: list[list[int]]) -> int:
     while k < n and all(r[k] == first[k] for r in rows):
         k += 1
     return k
+
+
+def _worth_sharing(rows: list[list[int]]) -> int:
+    """The shared prefix decoded once into sequence 0, or 0 when shorter than :data:`MIN_SHARED`."""
+    shared = _shared_prefix(rows)
+    return shared if shared >= MIN_SHARED else 0
 
 
 def _pick(logits: Any, settings: GenerationSettings, rng: Any) -> int:
