@@ -91,6 +91,16 @@ def test_plan_counts_the_workload_and_uses_the_given_unit_times(tiny_dir, tmp_pa
     assert "given in the spec's plan block (test)" in text and "MDE" in text and "misses the goal" in text
 
 
+def test_a_given_lat_step_replaces_a_measured_plain_step(tiny_dir, tmp_path):
+    from lpa.experiments.plan import Units, units_for
+
+    spec = _spec(tiny_dir, tmp_path, plan={"step_s": {tiny_dir: 10.0}})
+    measured = {tiny_dir: Units(lat_step_s=40.0, plain_step_s=50.0, generation_s=2.0, source={})}
+    units = units_for(spec, tiny_dir, measured)
+    assert (units.lat_step_s, units.plain_step_s, units.generation_s) == (10.0, 10.0 * 0.35, 2.0)
+    assert units_for(spec, "other-model", {"other-model": measured[tiny_dir]}).plain_step_s == 50.0
+
+
 def test_shipped_1_5b_spec_has_disjoint_splits_and_meets_the_mde_goal(data_dir):
     from pathlib import Path
 

@@ -66,6 +66,20 @@ def test_device_and_dtype_resolution():
         resolve_device("tpu9")
 
 
+def test_emulated_bf16_on_cpu_is_warned_once(monkeypatch, caplog):
+    from lpa.models import loader
+
+    monkeypatch.setattr(loader, "cpu_has_native_bf16", lambda: False)
+    loader._warn_emulated_bf16.cache_clear()
+    with caplog.at_level("WARNING", logger="lpa.models.loader"):
+        resolve_dtype("bf16", torch.device("cpu"))
+        resolve_dtype("bfloat16", torch.device("cpu"))
+        resolve_dtype("fp32", torch.device("cpu"))
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 1 and "emulates" in messages[0]
+    loader._warn_emulated_bf16.cache_clear()
+
+
 def test_unsupported_gguf_is_a_clear_error(tmp_path):
     import gguf
 

@@ -103,6 +103,15 @@ def test_in_the_wild_k_draw_variants_and_length_limit(tmp_path):
         too_small.run([sample("a")], fake_ctx()[0])
 
 
+def test_planned_answers_count_what_a_run_costs(tmp_path):
+    folder = write_corpus(tmp_path / "corpus", 6)
+    samples = [sample("a"), sample("b"), sample("c")]
+    assert create(ATTACKS, f"in-the-wild:file={folder},k=4").planned_answers(samples) == 12
+    assert create(ATTACKS, f"in-the-wild:file={folder},k=9").planned_answers(samples) == 18  # only 6 templates
+    assert create(ATTACKS, "best-of-n:n=5").planned_answers(samples) == 15
+    assert create(ATTACKS, "pair").planned_answers(samples) is None  # a search decides as it goes
+
+
 def test_in_the_wild_unknown_ids_fail_before_compute(tmp_path):
     folder = write_corpus(tmp_path / "corpus", 2)
     with pytest.raises(LpaError, match="Unknown in-the-wild template ids"):

@@ -86,12 +86,17 @@ def generated_answers(rows: list[dict[str, Any]]) -> float:
 
 
 def units_for(spec: ExperimentSpec, model: str, measured: dict[str, Units]) -> Units:
-    """The spec's given unit times over the measured ones; a step without the attacker defaults to a fraction."""
+    """The spec's given unit times over the measured ones; a step without the attacker defaults to a fraction.
+
+    A given LAT step also replaces a measured plain step: it was given because the finished cells trained under
+    other settings (dtype, hardware), so their plain steps no longer apply.
+    """
     units = measured.get(model, Units())
     units = Units(units.lat_step_s, units.plain_step_s, units.generation_s, dict(units.source))
     given = f"given in the spec's plan block ({spec.plan.measured_on or 'source not stated'})"
     if model in spec.plan.step_s:
         units.lat_step_s, units.source["lat_step_s"] = spec.plan.step_s[model], given
+        units.plain_step_s = None
     if model in spec.plan.generation_s:
         units.generation_s, units.source["generation_s"] = spec.plan.generation_s[model], given
     if units.plain_step_s is None and units.lat_step_s is not None:
@@ -113,10 +118,11 @@ def suite_generations(suite: Any) -> tuple[float, dict[str, int], list[str]]:
             scope = suite.attack_benchmarks.get(attack.name)
             if scope is not None and bench.name not in scope:
                 continue
-            if attack.needs_model:
+            answers = attack.planned_answers(samples)
+            if answers is None:
                 unknown.append(attack.name)
                 continue
-            total += sum(len(attack.transform(s)) for s in samples)
+            total += answers
     if suite.utility is not None:
         total += suite.utility.n * sum(1.0 if m == "generate" else LOGLIK_COST for m in suite.utility.methods)
     return total, harmful, sorted(set(unknown))
@@ -148,8 +154,10 @@ def plan(spec: ExperimentSpec) -> tuple[list[CellWork], list[str]]:
         key = json.dumps(suite.model_dump(mode="json"), sort_keys=True)
         if key not in evals:
             evals[key] = suite_generations(suite)
-            if evals[key][2]:
-                notes.append(f"{cell.entry.name}: optimiser attacks {', '.join(evals[key][2])} are not in the estimate")
+            note = (f"attacks whose cost a search decides ({', '.join(evals[key][2])}) are not in the estimate "
+                    "(every cell's evaluation runs them; report.md gives their queries)")
+            if evals[key][2] and note not in notes:
+                notes.append(note)
         answers = evals[key][0]
         steps, adversarial, selection = 0, False, 0.0
         if cell.entry.trains:

@@ -8,6 +8,7 @@ the first load converts them into a plain safetensors checkpoint under the cache
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -62,7 +63,16 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     key = _DTYPES.get(str(dtype).lower().replace("torch.", ""))
     if key is None:
         raise LpaError(f"Unknown dtype {dtype!r}. Valid choices: auto, {', '.join(sorted(_DTYPES))}.")
+    if key == "bfloat16" and device.type == "cpu" and not cpu_has_native_bf16():
+        _warn_emulated_bf16()
     return getattr(torch, key)
+
+
+@functools.cache
+def _warn_emulated_bf16() -> None:
+    """Once per process: a spec written on a bf16 CPU (or a GPU) should not silently run slower elsewhere."""
+    log.warning("dtype bf16 on a CPU without native bf16 (AVX512-BF16 or AMX): torch emulates it, slower than fp32 "
+                "here; set dtype: fp32 (or auto) for speed.")
 
 
 def cpu_has_native_bf16() -> bool:

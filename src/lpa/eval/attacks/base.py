@@ -72,6 +72,13 @@ class Attack(Plugin[AttackArgsT]):
     def transform(self, sample: Sample) -> list[AttackedPrompt]:
         raise NotImplementedError(f"attack {self.name!r} does not define transform()")
 
+    def planned_answers(self, samples: Sequence[Sample]) -> int | None:
+        """Target answers a run over ``samples`` costs at most, for ``lpa experiment --plan``; None: not known
+        before running (a search decides as it goes). Attacks that need the model override it when they can."""
+        if self.needs_model:
+            return None
+        return sum(len(self.transform(sample)) for sample in samples)
+
     def run(self, samples: Sequence[Sample], ctx: AttackContext) -> list[Generation]:
         """Default: transform, then generate through ``ctx.generate``."""
         prompts = [(sample, p) for sample in samples for p in self.transform(sample)]

@@ -107,6 +107,12 @@ class InTheWild(Attack[InTheWildArgs]):
                 return  # fetched on first use
         corpus(self.args)
 
+    def planned_answers(self, samples: Sequence[Sample]) -> int | None:
+        """k answers a request (fewer only where templates do not fit the context)."""
+        templates = len(corpus(self.args))
+        per_request = templates if self.args.k is None else min(self.args.k, templates)
+        return per_request * len(samples)
+
     def select(self, sample: Sample, templates: Sequence[JailbreakTemplate], fits: Any) -> tuple[list[int], list[str]]:
         """Indices of the first k templates (in the request's seeded order) that ``fits``; ids skipped."""
         k = len(templates) if self.args.k is None else min(self.args.k, len(templates))
