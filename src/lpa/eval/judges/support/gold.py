@@ -127,6 +127,11 @@ def extend_split(existing: Sequence[GoldRow], new: Sequence[GoldRow], test_fract
     return out
 
 
+def gold_request(sample: Sample) -> str:
+    """The request text a gold row carries: the benchmark's behaviour, not an attack's wrapper around it."""
+    return sample.extra.get("behavior") or sample.prompt or sample.as_messages()[-1]["content"]
+
+
 def unlabelled_rows(eval_dir: str | Path, data_dir: str | None = None, max_sent: int = 3000) -> list[dict]:
     """Gold-shaped rows (``label`` empty) from a run's ``generations.jsonl``, with their source fields.
 
@@ -158,7 +163,7 @@ def unlabelled_rows(eval_dir: str | Path, data_dir: str | None = None, max_sent:
         users = [m["content"] for m in gen.messages if m.get("role") == "user"]
         variant = getattr(gen, "variant", 0)
         rows.append({"id": f"{gen.model}:{method}:{seed}:{gen.benchmark}:{gen.attack}:{gen.sample_id}:{variant}",
-                     "request": sample.extra.get("behavior") or sample.prompt or sample.as_messages()[-1]["content"],
+                     "request": gold_request(sample),
                      "answer": gen.text, "label": "", "request_label": sample.label, "model": gen.model,
                      "adapter": gen.adapter, "method": method, "seed": seed, "benchmark": gen.benchmark,
                      "attack": gen.attack, "attack_info": {**gen.attack_args, **getattr(gen, "info", {})},
