@@ -16,6 +16,8 @@ from lpa.eval.stats import (
     min_detectable_difference,
     paired_bootstrap,
     paired_rows,
+    pooled_paired_rows,
+    sign_flip_p,
 )
 
 
@@ -94,6 +96,38 @@ def test_compare_runs_paired(llama, tokenizer, tmp_path):
                                       "--out", str(tmp_path / "cmp"), "--n-boot", "200"])
     assert result.exit_code == 0, result.output
     assert "McNemar p" in result.output and "Holm p" in result.output and (tmp_path / "cmp" / "paired.md").is_file()
+    pooled = CliRunner().invoke(app, ["compare", str(tmp_path / "other"), str(tmp_path / "other"), "--seeds",
+                                      "--base", str(tmp_path / "base"), "--n-boot", "200"])
+    assert pooled.exit_code == 0, pooled.output
+    assert "2 seeds pooled vs" in pooled.output and "sign-flip p" in pooled.output
+    lonely = CliRunner().invoke(app, ["compare", str(tmp_path / "other"), "--base", str(tmp_path / "base")])
+    assert "A base run is for seeds" in str(lonely.exception)
+
+
+def test_sign_flip_p_exact_and_sampled():
+    assert sign_flip_p([0, 0, 0]) == 1.0
+    assert sign_flip_p([1, 1, 1]) == pytest.approx(2 / 8)  # all-plus or all-minus of 3 signs
+    assert sign_flip_p([1, -1, 1, -1]) == 1.0
+    assert sign_flip_p([1.0] * 20, n_perm=4000) < 0.01  # sampled beyond 16 non-zero differences
+    # differences of +-1 make it the sign test: 20 of 24 positive
+    assert sign_flip_p([1, 1, 1, 1, 1, -1] * 4, n_perm=20000) == pytest.approx(_binom_two_sided(4, 24), abs=0.002)
+
+
+def test_pooled_seeds_use_the_behaviour_as_unit():
+    """Three seeds that each fix the same 2 of 10 behaviours (one seed a third): the stacked 7/0 pairs would give
+    McNemar p 0.016, but only 3 behaviours moved: the exact sign-flip p is 2/8; the difference is the seeds'
+    mean minus the base."""
+    key = lambda i: ("hb", "direct", "kw", f"harmful\ts{i}")  # noqa: E731
+    base = {key(i): 1.0 for i in range(10)}
+    seeds = [{**base, key(0): 0.0, key(1): 0.0} for _ in range(3)]
+    seeds[2][key(5)] = 0.0  # one seed also fixes a third behaviour
+    (row,) = pooled_paired_rows(base, seeds, n_boot=500)
+    assert row["metric"] == "asr" and row["n"] == 10 and row["seeds"] == 3
+    assert row["mean_a"] == 1.0 and row["diff"] == pytest.approx(-(2 + 1 / 3) / 10)
+    assert row["perm_p"] == pytest.approx(0.25) and row["holm_p"] == row["perm_p"]
+    assert mcnemar_exact([1.0] * 7, [0.0] * 7).p_value < 0.05
+    del seeds[1][key(9)]  # behaviours some seed did not judge are left out
+    assert pooled_paired_rows(base, seeds, n_boot=100)[0]["n"] == 9
 
 
 def test_compare_labels_stay_distinct_when_every_run_folder_is_named_eval(tmp_path):

@@ -127,19 +127,28 @@ def compare(
     seeds: bool = False,
     paired: bool = True,
     n_boot: int = 10_000,
+    base: str | Path | None = None,
 ) -> Comparison:
     """Compare evaluation runs side by side (the first is the baseline), or mean ± sd when they are ``seeds``.
 
-    With ``out``, writes ``compare.md``, ``paired.md`` and plots there.
+    With ``seeds`` and a ``base`` run, the seeds' mean is also tested against ``base``, paired by behaviour
+    (bootstrap CI over behaviours, sign-flip p).  With ``out``, writes ``compare.md``, ``paired.md`` and plots there.
     """
+    from lpa.errors import LpaError
     from lpa.eval.per_template import template_paired_report
-    from lpa.eval.stats import paired_report
+    from lpa.eval.stats import paired_report, pooled_paired_report
     from lpa.report import aggregate
     from lpa.report import compare as compare_runs
 
     runs = list(runs)
+    if base is not None and not seeds:
+        raise LpaError("A base run is for seeds (--seeds): without it, the first run is the baseline.")
     table = aggregate(runs) if seeds else compare_runs(runs, out)
     tests = None
+    if paired and seeds and base is not None:
+        tests = pooled_paired_report(base, runs, n_boot=n_boot)
+        if out is not None:
+            atomic_write_text(Path(out) / "paired.md", tests + "\n")
     if paired and not seeds and len(runs) > 1:
         per_template = template_paired_report(runs[0], runs[1:])  # in-the-wild: each human template paired
         tests = "\n\n".join(part for part in (paired_report(runs[0], runs[1:], n_boot=n_boot), per_template) if part)

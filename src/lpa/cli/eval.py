@@ -106,17 +106,20 @@ def compare_command(
     n_boot: int = typer.Option(10_000, "--n-boot", help="Paired bootstrap resamples."),
     answers: bool = typer.Option(False, "--answers", help="Write the discordant pairs (answered by one run, refused "
                                  "by the other) side by side: OUT/answers.md, or printed without --out."),
+    base: Path | None = typer.Option(None, "--base", help="With --seeds: test the seeds' mean against this run, "
+                                     "paired by behaviour (bootstrap CI over behaviours, sign-flip p)."),
 ) -> None:
     """Side-by-side tables of several evaluation runs (models, adapters), or mean ± sd over seeds.
 
-    The first run is the baseline of the paired tests (and of --answers).
+    The first run is the baseline of the paired tests (and of --answers).  With ``--seeds --base RUN`` the seeds
+    are pooled against RUN: the seeds share RUN's answers, so the behaviour, not the pair, is the unit.
     """
     from lpa.api import compare
 
     if answers:
         _write_answers(run_dirs, out)
         return
-    result = compare(run_dirs, out=out, seeds=seeds, paired=paired, n_boot=n_boot)
+    result = compare(run_dirs, out=out, seeds=seeds, paired=paired, n_boot=n_boot, base=base)
     print(result.table)
     if result.paired is not None:
         print("\n" + result.paired)

@@ -206,3 +206,65 @@ def paired_report(base_dir: str | Path, other_dirs: Sequence[str | Path], n_boot
         parts.append(f"### {name} vs {names[0]} (paired on the same behaviours)\n\n"
                      + markdown_table(header, body))
     return "\n\n".join(parts)
+
+
+def sign_flip_p(differences: Sequence[float], n_perm: int = 10_000, seed: int = 0) -> float:
+    """Two-sided permutation p of a mean paired difference: flip the sign of each difference at random.
+
+    Exact (every sign pattern) when at most 16 differences are non-zero, else ``n_perm`` random flips.
+    """
+    d = np.asarray([x for x in differences if x != 0], dtype=float)
+    if len(d) == 0:
+        return 1.0
+    observed = abs(d.mean()) * len(d)
+    if len(d) <= 16:
+        signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)
+    else:
+        signs = np.random.default_rng(seed).choice((-1.0, 1.0), size=(n_perm, len(d)))
+    sums = np.abs(signs @ d)
+    return float(np.mean(sums >= observed - 1e-9))
+
+
+def pooled_paired_rows(base: dict[tuple[str, str, str, str], float],
+                       seeds: Sequence[dict[tuple[str, str, str, str], float]], n_boot: int = 10_000,
+                       seed: int = 0) -> list[dict[str, Any]]:
+    """Seeds of one setting against one baseline, pooled: per behaviour, the seeds' mean outcome minus the base's.
+
+    The seeds share the baseline's answers, so their pairs are not independent and McNemar on the stacked
+    pairs would overstate the evidence; the behaviour is the unit instead: a bootstrap CI over behaviours and a
+    sign-flip permutation p.  ``holm_p`` adjusts over every row of the same judge.
+    """
+    if not seeds:
+        raise LpaError("A pooled comparison needs at least one seed run besides the baseline.")
+    shared = set(base).intersection(*[set(s) for s in seeds])
+    cells: dict[tuple[str, str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    for key in sorted(shared):
+        bench, attack, judge, labelled = key
+        metric = METRIC_OF_LABEL.get(labelled.split("\t", 1)[0], "rate")
+        cells[(bench, attack, judge, metric)].append((base[key], float(np.mean([s[key] for s in seeds]))))
+    rows = []
+    for (bench, attack, judge, metric), pairs in sorted(cells.items()):
+        xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
+        diff = paired_bootstrap(xs, ys, n_boot, seed)
+        rows.append({"benchmark": bench, "attack": attack, "judge": judge, "metric": metric, "seeds": len(seeds),
+                     **asdict(diff), "perm_p": sign_flip_p([y - x for x, y in pairs], seed=seed)})
+    for judge in {r["judge"] for r in rows}:
+        family = [r for r in rows if r["judge"] == judge]
+        for row, adjusted in zip(family, holm_adjust([r["perm_p"] for r in family]), strict=True):
+            row["holm_p"] = adjusted
+    return rows
+
+
+def pooled_paired_report(base_dir: str | Path, seed_dirs: Sequence[str | Path], n_boot: int = 10_000,
+                         seed: int = 0) -> str:
+    """Markdown: the mean of ``seed_dirs`` (seeds of one setting) against ``base_dir``, paired by behaviour."""
+    from lpa.report.tables import fmt, markdown_table
+
+    rows = pooled_paired_rows(load_outcomes(base_dir), [load_outcomes(d) for d in seed_dirs], n_boot, seed)
+    body = [[r["benchmark"], r["attack"], r["judge"], r["metric"], str(r["n"]), str(r["seeds"]), fmt(r["mean_a"]),
+             fmt(r["mean_b"]), f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]", f"{r['perm_p']:.3g}",
+             f"{r['holm_p']:.3g}"] for r in rows]
+    header = ["benchmark", "attack", "judge", "metric", "behaviours", "seeds", "base", "seeds' mean",
+              "diff (95% CI over behaviours)", "sign-flip p", "Holm p (per judge)"]
+    return (f"### {len(seed_dirs)} seeds pooled vs {base_dir} (per behaviour: the seeds' mean minus the base)\n\n"
+            + markdown_table(header, body))
