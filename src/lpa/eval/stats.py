@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -164,26 +164,39 @@ def holm_adjust(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
+def cells_of(keys: Iterable[tuple[str, str, str, str]],
+             pair_of: Callable[[tuple[str, str, str, str]], tuple[float, float]]
+             ) -> dict[tuple[str, str, str, str], list[tuple[float, float]]]:
+    """Paired values grouped by (benchmark, attack, judge, metric), behaviours in sorted order."""
+    cells: dict[tuple[str, str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    for key in sorted(keys):
+        bench, attack, judge, labelled = key
+        metric = METRIC_OF_LABEL.get(labelled.split("\t", 1)[0], "rate")
+        cells[(bench, attack, judge, metric)].append(pair_of(key))
+    return cells
+
+
 def paired_rows(a: dict[tuple[str, str, str, str], float], b: dict[tuple[str, str, str, str], float],
                 n_boot: int = 10_000, seed: int = 0) -> list[dict[str, Any]]:
     """One row per benchmark x attack x judge x metric over the behaviours both runs judged.
 
     ``holm_p`` adjusts each McNemar p-value over every row of the same judge (all attacks and metrics).
     """
-    cells: dict[tuple[str, str, str, str], list[tuple[float, float]]] = defaultdict(list)
-    for key in sorted(a.keys() & b.keys()):
-        bench, attack, judge, labelled = key
-        metric = METRIC_OF_LABEL.get(labelled.split("\t", 1)[0], "rate")
-        cells[(bench, attack, judge, metric)].append((a[key], b[key]))
+    cells = cells_of(a.keys() & b.keys(), lambda key: (a[key], b[key]))
     rows = []
     for (bench, attack, judge, metric), pairs in sorted(cells.items()):
         xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
         diff, test = paired_bootstrap(xs, ys, n_boot, seed), mcnemar_exact(xs, ys)
         rows.append({"benchmark": bench, "attack": attack, "judge": judge, "metric": metric,
                      **asdict(diff), "a_only": test.a_only, "b_only": test.b_only, "mcnemar_p": test.p_value})
-    for judge in {r["judge"] for r in rows}:  # the family: every test of one judge in this comparison
+    return with_holm_per_judge(rows, "mcnemar_p")
+
+
+def with_holm_per_judge(rows: list[dict[str, Any]], p_key: str) -> list[dict[str, Any]]:
+    """Add ``holm_p`` to each row: ``p_key`` adjusted over every row of the same judge (the family of tests)."""
+    for judge in {r["judge"] for r in rows}:
         family = [r for r in rows if r["judge"] == judge]
-        for row, adjusted in zip(family, holm_adjust([r["mcnemar_p"] for r in family]), strict=True):
+        for row, adjusted in zip(family, holm_adjust([r[p_key] for r in family]), strict=True):
             row["holm_p"] = adjusted
     return rows
 
@@ -237,22 +250,14 @@ def pooled_paired_rows(base: dict[tuple[str, str, str, str], float],
     if not seeds:
         raise LpaError("A pooled comparison needs at least one seed run besides the baseline.")
     shared = set(base).intersection(*[set(s) for s in seeds])
-    cells: dict[tuple[str, str, str, str], list[tuple[float, float]]] = defaultdict(list)
-    for key in sorted(shared):
-        bench, attack, judge, labelled = key
-        metric = METRIC_OF_LABEL.get(labelled.split("\t", 1)[0], "rate")
-        cells[(bench, attack, judge, metric)].append((base[key], float(np.mean([s[key] for s in seeds]))))
+    cells = cells_of(shared, lambda key: (base[key], float(np.mean([s[key] for s in seeds]))))
     rows = []
     for (bench, attack, judge, metric), pairs in sorted(cells.items()):
         xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
         diff = paired_bootstrap(xs, ys, n_boot, seed)
         rows.append({"benchmark": bench, "attack": attack, "judge": judge, "metric": metric, "seeds": len(seeds),
                      **asdict(diff), "perm_p": sign_flip_p([y - x for x, y in pairs], seed=seed)})
-    for judge in {r["judge"] for r in rows}:
-        family = [r for r in rows if r["judge"] == judge]
-        for row, adjusted in zip(family, holm_adjust([r["perm_p"] for r in family]), strict=True):
-            row["holm_p"] = adjusted
-    return rows
+    return with_holm_per_judge(rows, "perm_p")
 
 
 def pooled_paired_report(base_dir: str | Path, seed_dirs: Sequence[str | Path], n_boot: int = 10_000,
