@@ -21,8 +21,9 @@ from pydantic import Field
 
 from lpa.errors import LpaError
 from lpa.eval.judges.base import JudgeArgs, ModelJudge, register_judge
-from lpa.eval.judges.local_llm import yes_no_verdicts
+from lpa.eval.judges.local_llm import truncate_tokens, yes_no_verdicts
 from lpa.eval.judges.support.context import with_context
+from lpa.eval.judges.support.gold import gold_request
 from lpa.records import Generation, Sample, Verdict
 
 # Bump when the question changes: an adapter is only valid for the text it was trained on.
@@ -38,12 +39,6 @@ def classifier_messages(request: str, answer: str) -> list[dict[str, str]]:
     """The judge's question about one answer, as chat messages (training and judging use exactly this)."""
     user = f"[REQUEST]\n{request}\n\n[ANSWER]\n{answer}\n\n{CLASSIFIER_QUESTION}"
     return [{"role": "system", "content": CLASSIFIER_SYSTEM}, {"role": "user", "content": user}]
-
-
-def truncate_tokens(tokenizer: Any, text: str, limit: int) -> str:
-    """``text`` cut to its first ``limit`` tokens of ``tokenizer`` (answers are judged by their beginning)."""
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    return text if len(ids) <= limit else tokenizer.decode(ids[:limit], skip_special_tokens=True)
 
 
 def adapter_run_config(adapter: Path) -> dict[str, Any]:
@@ -109,8 +104,6 @@ class FinetunedJudge(ModelJudge[FinetunedArgs]):
 
     def verdicts(self, samples: Sequence[Sample], generations: Sequence[Generation], *, model: Any = None,
                  tokenizer: Any = None) -> list[Verdict]:
-        from lpa.eval.judges.support.gold import gold_request
-
         judge_model, judge_tok = self._load()
         args, limit = self.args, self.answer_tokens()
         conversations = [classifier_messages(with_context(gold_request(s), g),

@@ -24,6 +24,7 @@ from lpa.errors import LpaError
 from lpa.eval.judges.base import JudgeArgs, ModelJudge, register_judge
 from lpa.eval.judges.hf_classifier import HARMBENCH_PROMPT
 from lpa.eval.judges.support.context import with_context
+from lpa.eval.judges.support.gold import gold_request
 from lpa.eval.judges.support.prompts import parse_strongreject, strongreject_messages, strongreject_score
 from lpa.records import Generation, Sample, Verdict
 
@@ -47,6 +48,12 @@ class LocalLLMArgs(JudgeArgs):
     dtype: str | None = Field(None, description="Dtype for the judge model (default: auto).")
 
 
+def truncate_tokens(tokenizer: Any, text: str, limit: int) -> str:
+    """``text`` cut to its first ``limit`` tokens of ``tokenizer`` (answers are judged by their beginning)."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return text if len(ids) <= limit else tokenizer.decode(ids[:limit], skip_special_tokens=True)
+
+
 @register_judge
 class LocalLLMJudge(ModelJudge[LocalLLMArgs]):
     name = "local-llm"
@@ -59,17 +66,12 @@ class LocalLLMJudge(ModelJudge[LocalLLMArgs]):
         args = self.args
         return load_model(args.model, device=args.device, dtype=args.dtype)
 
-    def _truncate(self, tokenizer: Any, text: str) -> str:
-        limit = self.args.max_answer_tokens
-        ids = tokenizer.encode(text, add_special_tokens=False)
-        return text if len(ids) <= limit else tokenizer.decode(ids[:limit], skip_special_tokens=True)
-
     def verdicts(self, samples: Sequence[Sample], generations: Sequence[Generation], *, model: Any = None,
                  tokenizer: Any = None) -> list[Verdict]:
         judge_model, judge_tok = self._load()
-        requests = [with_context(s.extra.get("behavior") or s.prompt or s.as_messages()[-1]["content"], g)
+        requests = [with_context(gold_request(s), g)
                     for s, g in zip(samples, generations, strict=True)]
-        answers = [self._truncate(judge_tok, g.text) for g in generations]
+        answers = [truncate_tokens(judge_tok, g.text, self.args.max_answer_tokens) for g in generations]
         if self.args.rubric == "harmbench":
             return self._harmbench(samples, generations, requests, answers, judge_model, judge_tok)
         return self._strongreject(samples, generations, requests, answers, judge_model, judge_tok)
@@ -84,6 +86,7 @@ class LocalLLMJudge(ModelJudge[LocalLLMArgs]):
         conversations = [harmbench_messages(r, a) for r, a in zip(requests, answers, strict=True)]
         return yes_no_verdicts(conversations, model, tokenizer, threshold=args.threshold, min_mass=args.min_mass,
                                batch_size=args.batch_size, what=f"The judge model {args.model!r}",
+                               hint="; use rubric=strongreject",
                                verdict=lambda i, **fields: self._verdict(samples[i], generations[i], **fields))
 
     def _strongreject(self, samples: Sequence[Sample], generations: Sequence[Generation], requests: list[str],
@@ -112,7 +115,8 @@ class LocalLLMJudge(ModelJudge[LocalLLMArgs]):
 
 
 def yes_no_verdicts(conversations: Sequence[list[dict[str, str]]], model: Any, tokenizer: Any, *, threshold: float,
-                    min_mass: float, batch_size: int, what: str, verdict: Callable[..., Verdict]) -> list[Verdict]:
+                    min_mass: float, batch_size: int, what: str, verdict: Callable[..., Verdict],
+                    hint: str = "") -> list[Verdict]:
     """P(yes) / (P(yes) + P(no)) at the first answer token of each judge conversation (one forward pass each).
 
     ``verdict(i, **fields)`` builds the verdict of conversation ``i``; below ``min_mass`` the judge did not
@@ -125,7 +129,7 @@ def yes_no_verdicts(conversations: Sequence[list[dict[str, str]]], model: Any, t
 
     yes, no = answer_token_ids(tokenizer, YES_WORDS), answer_token_ids(tokenizer, NO_WORDS)
     if not yes or not no:
-        raise LpaError(f"{what} has no single-token yes/no: it cannot be read as a yes/no judge.")
+        raise LpaError(f"{what} has no single-token yes/no: it cannot be read as a yes/no judge{hint}.")
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     out = []

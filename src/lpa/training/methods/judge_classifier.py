@@ -43,7 +43,8 @@ class JudgeClassifierConfig(TrainConfig):
 
 def classifier_examples(config: JudgeClassifierConfig, tokenizer: Any) -> list[ChatExample]:
     """The gold rows of the split, minus held-out families, as (question, Yes/No) chat examples."""
-    from lpa.eval.judges.finetuned import classifier_messages, truncate_tokens
+    from lpa.eval.judges.finetuned import classifier_messages
+    from lpa.eval.judges.local_llm import truncate_tokens
     from lpa.eval.judges.support.gold import load_gold
 
     every_row = load_gold(config.gold)
