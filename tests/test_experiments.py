@@ -63,8 +63,8 @@ def test_experiment_runs_resumes_and_reports(tiny_dir, tmp_path):
     base_rows = [r for r in result.summary if r["method"] == "base"]
     assert base_rows and all(r["n_seeds"] == "det" for r in base_rows)
     report = result.report.read_text()
-    for heading in ("Attack success", "Misclassification and ratios", "Cost per method", "Output coherence",
-                    "What the design can detect"):
+    for heading in ("At a glance", "Attack success", "Misclassification and ratios", "Cost per method",
+                    "Output coherence", "What the design can detect"):
         assert heading in report
     assert (tmp_path / "exp" / "results.csv").is_file() and (tmp_path / "exp" / "summary.csv").is_file()
     # A second spec sharing the cells reports into its own folder and leaves the first report alone.
@@ -90,6 +90,33 @@ def test_ratio_is_reference_over_method():
     assert lpa["misclassification"] == pytest.approx(0.3)
     assert lpa["ratio_vs_base"] == pytest.approx(2.0)
     assert lpa["sd"] == pytest.approx(0.1414, abs=1e-3)
+
+
+def test_reports_across_models_name_the_model_and_the_kept_step():
+    from lpa.experiments.aggregate import SAFETY, glance_table, metric_table
+
+    spec = ExperimentSpec(models=["small", "large"], methods=[{"name": "base"}], reference=None,
+                          eval={"judges": ["keyword"]})
+
+    def record(model, method, seed, asr, **extra):
+        rows = [{"model": model, "method": method, "benchmark": "b", "attack": "direct", "judge": "keyword",
+                 "metric": "asr", "value": asr}]
+        return {"model": model, "method": method, "seed": seed, "rows": rows, **extra}
+
+    records = [record("small", "base", "all", 0.5), record("large", "base", "all", 0.25),
+               record("large", "lpa", 0, 0.1, selection={"step": 6}),
+               record("large", "lpa", 1, 0.3, cost={"steps_done": 8, "stopped": "collapse at step 8"})]
+    spec = spec.model_copy(update={"methods": [*spec.methods, *ExperimentSpec(methods=[
+        {"name": "lpa", "method": "lpa"}]).methods]})
+    summary = summarise(spec, records)
+    long = metric_table(spec, summary, SAFETY)
+    assert long.splitlines()[0].startswith("| model | metric |")
+    assert "| small | asr | b | direct | keyword | 0.50" in long and "| large | asr | b | direct | keyword | 0.25" in long
+    glance = glance_table(spec, summary, records)
+    assert "| large | lpa | 6/8 (guard stop) | 0.20 ± 0.14 |" in glance
+    assert "| small | base | 0 | 0.50 |" in glance and "| small | lpa |" not in glance
+    one_model = spec.model_copy(update={"models": ["small"]})
+    assert metric_table(one_model, summarise(one_model, records[:1]), SAFETY).splitlines()[0].startswith("| metric |")
 
 
 def test_report_only_aggregates_finished_cells(tiny_dir, tmp_path):

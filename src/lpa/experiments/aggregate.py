@@ -48,19 +48,85 @@ def format_cell(row: dict[str, Any] | None, digits: int = 2) -> str:
 
 
 def metric_table(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], metrics: Sequence[str]) -> str:
-    """Rows: model x benchmark x attack x judge x metric; columns: methods."""
+    """Rows: model x benchmark x attack x judge x metric; columns: methods (a model column when there are several)."""
     index = _index(summary)
     methods = [m.name for m in spec.methods]
     keys = sorted({(r["model"], r["benchmark"], r["attack"], r["judge"], r["metric"]) for r in summary
                    if r["metric"] in metrics}, key=lambda k: (k[0], k[4], k[1], k[2] != "direct", k[2], k[3]))
+    several = len({k[0] for k in keys}) > 1
     body = []
     for model, bench, attack, judge, metric in keys:
         cells = [format_cell(index.get((model, m, bench, attack, judge, metric))) for m in methods]
-        body.append([metric, bench, attack, judge, *cells])
+        body.append([*([model] if several else []), metric, bench, attack, judge, *cells])
     if not body:
         return "_no rows_"
-    prefix = ["metric", "benchmark", "attack", "judge"]
+    prefix = [*(["model"] if several else []), "metric", "benchmark", "attack", "judge"]
     return markdown_table(prefix + methods, body)
+
+
+def glance_table(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]]) -> str:
+    """One row per model and method: ASR per attack (first judge), over-refusal, utility, template answers, kept step.
+
+    The cross-scale question ("does the effect grow with size?") is read along this table's model blocks;
+    the long table below holds every judge and metric.
+    """
+    judge = _judge_name(spec.eval.judges[0]) if spec.eval.judges else None
+    index = _index(summary)
+    asr_keys = sorted({(r["benchmark"], r["attack"]) for r in summary if r["metric"] == "asr" and r["judge"] == judge},
+                      key=lambda k: (k[0], k[1] == "any", k[1] != "direct", k[1]))
+    refusal_keys = sorted({(r["benchmark"], r["attack"]) for r in summary
+                           if r["metric"] == "refusal_rate" and r["judge"] == judge and r["attack"] == "direct"})
+    utility_keys = sorted({(r["benchmark"], r["judge"]) for r in summary if r["metric"] == "accuracy"})
+    kept = _kept_steps(records)
+    body = []
+    for model in spec.models:
+        for entry in spec.methods:
+            rows = [r for r in summary if r["model"] == model and r["method"] == entry.name]
+            if not rows:
+                continue
+            leaks = [r["mean"] for r in rows if r["metric"] == "template_leak_rate"]
+            body.append([model, entry.name, kept.get((model, entry.name), "–"),
+                         *[_short(index.get((model, entry.name, b, a, judge, "asr"))) for b, a in asr_keys],
+                         *[_short(index.get((model, entry.name, b, a, judge, "refusal_rate"))) for b, a in refusal_keys],
+                         *[_short(index.get((model, entry.name, b, "-", how, "accuracy"))) for b, how in utility_keys],
+                         f"{max(leaks):.2f}" if leaks else "–"])
+    if not body:
+        return "_no finished cells_"
+    header = ["model", "method", "kept step",
+              *[f"ASR {b} · {a}" for b, a in asr_keys], *[f"refusal {b}" for b, _ in refusal_keys],
+              *[f"{b} ({how})" for b, how in utility_keys], "template answers (max)"]
+    note = (f"Judge: {judge}; cells: mean over seeds (± sd in the tables below); kept step: the step each seed "
+            "reports (checkpoint selection, or the last / guard-kept step).")
+    return note + "\n\n" + markdown_table(header, body)
+
+
+def _judge_name(spec: Any) -> str:
+    return spec if isinstance(spec, str) else str(getattr(spec, "name", None) or spec.get("name"))
+
+
+def _short(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "–"
+    if isinstance(row.get("sd"), float) and row["n_seeds"] not in ("det", 1) and not math.isnan(row["sd"]):
+        return f"{row['mean']:.2f} ± {row['sd']:.2f}"
+    return f"{row['mean']:.2f}"
+
+
+def _kept_steps(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """(model, method) -> the step each seed reports, "/"-joined in seed order: the selected step, else the
+    steps trained (marked when the collapse guard stopped the run and rolled back to its last good check)."""
+    steps: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    for r in records:
+        cost = r.get("cost") or {}
+        step = (r.get("selection") or {}).get("step")
+        if step is not None:
+            text = str(step)
+        elif r.get("seed") == "all" or not cost.get("steps_done"):
+            text = "0"
+        else:
+            text = f"{cost['steps_done']}" + (" (guard stop)" if cost.get("stopped") else "")
+        steps[(r["model"], r["method"])].append((str(r.get("seed")), text))
+    return {k: "/".join(s for _, s in sorted(v)) for k, v in steps.items()}
 
 
 def ratio_rows(spec: ExperimentSpec, summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -220,6 +286,7 @@ def write_outputs(spec: ExperimentSpec, records: Sequence[dict[str, Any]], summa
     if spec.compute_note:
         sections.append(f"Expected compute: {spec.compute_note}")
     sections += [
+        "## At a glance", glance_table(spec, summary, records),
         "## Attack success and over-refusal", metric_table(spec, summary, SAFETY),
         "## What the design can detect", power_section(spec, records),
         "## Misclassification and ratios",
