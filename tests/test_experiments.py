@@ -67,6 +67,11 @@ def test_experiment_runs_resumes_and_reports(tiny_dir, tmp_path):
                     "Output coherence", "What the design can detect"):
         assert heading in report
     assert (tmp_path / "exp" / "results.csv").is_file() and (tmp_path / "exp" / "summary.csv").is_file()
+    import csv
+
+    paired = list(csv.DictReader((tmp_path / "exp" / "paired.csv").open()))
+    assert paired and {(r["method"], r["vs"], r["seeds"], r["judge"]) for r in paired} == {("sft", "base", "2", "keyword")}
+    assert "## Paired against the baseline and the reference" in report and "sign-flip p" in report
     # A second spec sharing the cells reports into its own folder and leaves the first report alone.
     before = result.report.read_text()
     other = spec.model_copy(update={"name": "t2", "report_dir": str(tmp_path / "t2-report")})
@@ -117,6 +122,15 @@ def test_reports_across_models_name_the_model_and_the_kept_step():
     assert "| small | base | 0 | 0.50 |" in glance and "| small | lpa |" not in glance
     one_model = spec.model_copy(update={"models": ["small"]})
     assert metric_table(one_model, summarise(one_model, records[:1]), SAFETY).splitlines()[0].startswith("| metric |")
+
+
+def test_pooled_outcomes_keep_shared_behaviours_and_name_partial_cells():
+    from lpa.experiments.paired import _not_in_every_run, mean_outcomes
+
+    a = {("b", "direct", "k", "harmful\t1"): 1.0, ("b", "pair", "k", "harmful\t1"): 1.0}
+    b = {("b", "direct", "k", "harmful\t1"): 0.0}
+    assert mean_outcomes([a, b]) == {("b", "direct", "k", "harmful\t1"): 0.5}
+    assert _not_in_every_run([a, b]) == ["b · pair"] and _not_in_every_run([a, a]) == []
 
 
 def test_report_only_aggregates_finished_cells(tiny_dir, tmp_path):
@@ -250,4 +264,5 @@ def test_aggregate_does_not_import_the_grid():
     tree = ast.parse(Path(aggregate.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not {m for m in imported if m and m.startswith("lpa.experiments.") and m not in
-                ("lpa.experiments.spec", "lpa.experiments.power", "lpa.experiments.selection")}
+                ("lpa.experiments.spec", "lpa.experiments.power", "lpa.experiments.selection",
+                 "lpa.experiments.paired")}

@@ -224,7 +224,8 @@ def paired_report(base_dir: str | Path, other_dirs: Sequence[str | Path], n_boot
 def sign_flip_p(differences: Sequence[float], n_perm: int = 10_000, seed: int = 0) -> float:
     """Two-sided permutation p of a mean paired difference: flip the sign of each difference at random.
 
-    Exact (every sign pattern) when at most 16 differences are non-zero, else ``n_perm`` random flips.
+    Exact (every sign pattern) when at most 16 differences are non-zero, else ``n_perm`` random flips with the
+    observed pattern counted among them ((hits + 1) / (n_perm + 1)), so a sampled p is never reported as 0.
     """
     d = np.asarray([x for x in differences if x != 0], dtype=float)
     if len(d) == 0:
@@ -232,10 +233,10 @@ def sign_flip_p(differences: Sequence[float], n_perm: int = 10_000, seed: int = 
     observed = abs(d.mean()) * len(d)
     if len(d) <= 16:
         signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)
-    else:
-        signs = np.random.default_rng(seed).choice((-1.0, 1.0), size=(n_perm, len(d)))
-    sums = np.abs(signs @ d)
-    return float(np.mean(sums >= observed - 1e-9))
+        return float(np.mean(np.abs(signs @ d) >= observed - 1e-9))
+    signs = np.random.default_rng(seed).choice((-1.0, 1.0), size=(n_perm, len(d)))
+    hits = int(np.sum(np.abs(signs @ d) >= observed - 1e-9))
+    return (hits + 1) / (n_perm + 1)
 
 
 def pooled_paired_rows(base: dict[tuple[str, str, str, str], float],

@@ -70,7 +70,9 @@ def glance_table(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], record
     The cross-scale question ("does the effect grow with size?") is read along this table's model blocks;
     the long table below holds every judge and metric.
     """
-    judge = _judge_name(spec.eval.judges[0]) if spec.eval.judges else None
+    from lpa.experiments.paired import judge_name
+
+    judge = judge_name(spec.eval.judges[0]) if spec.eval.judges else None
     index = _index(summary)
     asr_keys = sorted({(r["benchmark"], r["attack"]) for r in summary if r["metric"] == "asr" and r["judge"] == judge},
                       key=lambda k: (k[0], k[1] == "any", k[1] != "direct", k[1]))
@@ -98,10 +100,6 @@ def glance_table(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], record
     note = (f"Judge: {judge}; cells: mean over seeds (± sd in the tables below); kept step: the step each seed "
             "reports (checkpoint selection, or the last / guard-kept step).")
     return note + "\n\n" + markdown_table(header, body)
-
-
-def _judge_name(spec: Any) -> str:
-    return spec if isinstance(spec, str) else str(getattr(spec, "name", None) or spec.get("name"))
 
 
 def _short(row: dict[str, Any] | None) -> str:
@@ -266,8 +264,11 @@ def write_outputs(spec: ExperimentSpec, records: Sequence[dict[str, Any]], summa
     atomic_write_csv(root / "summary.csv", summary)
     ratios = ratio_rows(spec, summary)
     atomic_write_csv(root / "ratios.csv", ratios)
+    from lpa.experiments.paired import paired_section
     from lpa.experiments.selection import selection_plots, selection_section
 
+    paired_text, paired = paired_section(spec, records)
+    atomic_write_csv(root / "paired.csv", paired)
     plots = _plots(spec, summary, root / "plots")
     plots += selection_plots(records, root / "plots")
     ratio_header = ["model", "method", "benchmark", "attack", "judge", "misclassification", f"× vs {spec.baseline}"]
@@ -289,6 +290,7 @@ def write_outputs(spec: ExperimentSpec, records: Sequence[dict[str, Any]], summa
         "## At a glance", glance_table(spec, summary, records),
         "## Attack success and over-refusal", metric_table(spec, summary, SAFETY),
         "## What the design can detect", power_section(spec, records),
+        "## Paired against the baseline and the reference", paired_text,
         "## Misclassification and ratios",
         "ratio = mean misclassification of the base (or reference) method / this method's (> 1: fewer mistakes).",
         markdown_table(ratio_header, ratio_body) if ratio_body else "_no benchmark mixes harmful and benign samples_",

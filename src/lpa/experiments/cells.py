@@ -34,8 +34,12 @@ class Cell:
     seed: int | None  # None: a deterministic base evaluation shared by all seeds
 
     def folder(self, root: Path) -> Path:
-        seed = "all" if self.seed is None else str(self.seed)
-        return root / _slug(self.model) / self.entry.name / f"seed-{seed}"
+        return cell_folder(root, self.model, self.entry.name, "all" if self.seed is None else self.seed)
+
+
+def cell_folder(root: Path, model: str, method: str, seed: int | str) -> Path:
+    """Where a cell lives under ``root``: one folder per model, method and seed ("all" for untrained cells)."""
+    return root / _slug(model) / method / f"seed-{seed}"
 
 
 def _slug(text: str) -> str:
@@ -235,6 +239,6 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
 
 
 __all__ = [
-    "CELL_KEYS", "Cell", "adversary_summary", "cell_key", "cells", "finished_record", "parse_only",
+    "CELL_KEYS", "Cell", "adversary_summary", "cell_folder", "cell_key", "cells", "finished_record", "parse_only",
     "run_cell", "select_cells", "suite_for", "train_config", "training_texts",
 ]
