@@ -118,7 +118,7 @@ def test_reports_across_models_name_the_model_and_the_kept_step():
     assert long.splitlines()[0].startswith("| model | metric |")
     assert "| small | asr | b | direct | keyword | 0.50" in long and "| large | asr | b | direct | keyword | 0.25" in long
     glance = glance_table(spec, summary, records)
-    assert "| large | lpa | 6/8 (guard stop) | 0.20 ± 0.14 |" in glance
+    assert "| large | lpa | 6/<8 (guard) | 0.20 ± 0.14 |" in glance
     assert "| small | base | 0 | 0.50 |" in glance and "| small | lpa |" not in glance
     one_model = spec.model_copy(update={"models": ["small"]})
     assert metric_table(one_model, summarise(one_model, records[:1]), SAFETY).splitlines()[0].startswith("| metric |")

@@ -98,7 +98,8 @@ def glance_table(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], record
               *[f"ASR {b} · {a}" for b, a in asr_keys], *[f"refusal {b}" for b, _ in refusal_keys],
               *[f"{b} ({how})" for b, how in utility_keys], "template answers (max)"]
     note = (f"Judge: {judge}; cells: mean over seeds (± sd in the tables below); kept step: the step each seed "
-            "reports (checkpoint selection, or the last / guard-kept step).")
+            "reports (checkpoint selection, else the last step trained; '<N (guard)': the collapse guard stopped "
+            "at step N and kept its last good check).")
     return note + "\n\n" + markdown_table(header, body)
 
 
@@ -112,7 +113,7 @@ def _short(row: dict[str, Any] | None) -> str:
 
 def _kept_steps(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], str]:
     """(model, method) -> the step each seed reports, "/"-joined in seed order: the selected step, else the
-    steps trained (marked when the collapse guard stopped the run and rolled back to its last good check)."""
+    steps trained, or "<N (guard)" when the collapse guard stopped the run at N and rolled back to its last good check."""
     steps: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
     for r in records:
         cost = r.get("cost") or {}
@@ -122,7 +123,8 @@ def _kept_steps(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], str]
         elif r.get("seed") == "all" or not cost.get("steps_done"):
             text = "0"
         else:
-            text = f"{cost['steps_done']}" + (" (guard stop)" if cost.get("stopped") else "")
+            # a guard stop rolls back to the last check that passed, before the step that collapsed
+            text = f"<{cost['steps_done']} (guard)" if cost.get("stopped") else f"{cost['steps_done']}"
         steps[(r["model"], r["method"])].append((str(r.get("seed")), text))
     return {k: "/".join(s for _, s in sorted(v)) for k, v in steps.items()}
 
