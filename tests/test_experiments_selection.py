@@ -115,3 +115,17 @@ def test_shipped_1_5b_spec_has_disjoint_splits_and_meets_the_mde_goal(data_dir):
     assert selection_problems(spec) == []
     pooled = mde_lines(spec)[-1]
     assert pooled.startswith("all harmful test prompts: n=80") and "meets the goal" in pooled
+
+
+def test_a_utility_bound_finer_than_one_question_is_warned_once(caplog):
+    import logging
+
+    from lpa.training.selection_config import SelectionSettings
+
+    with caplog.at_level(logging.WARNING, logger="lpa.training.selection_config"):
+        SelectionSettings(enabled=True, utility_n=24, rule={"max_utility_drop": 0.02})
+        SelectionSettings(enabled=True, utility_n=24, rule={"max_utility_drop": 0.02})
+        SelectionSettings(enabled=True, utility_n=24, rule={"max_utility_drop": 0.05})  # one question = 0.042: fine
+        SelectionSettings(enabled=False, utility_n=10, rule={"max_utility_drop": 0.02})  # selection off: silent
+    warned = [r.getMessage() for r in caplog.records if "finer than one" in r.getMessage()]
+    assert len(warned) == 1 and "24 utility questions (0.042)" in warned[0]

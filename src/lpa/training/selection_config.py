@@ -5,9 +5,13 @@ What :mod:`lpa.training.selection` evaluates every k steps and the rule that pic
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+logger = logging.getLogger(__name__)
+_WARNED: set[tuple[float, int]] = set()  # one warning per setting and process, not one per cell of a study
 
 
 class _Strict(BaseModel):
@@ -58,6 +62,19 @@ class SelectionSettings(_Strict):
     max_new_tokens: int = Field(48, ge=1, description="Tokens generated per selection prompt.")
     batch_size: int = Field(16, ge=1, description="Prompts per generation batch.")
     rule: SelectionRule = Field(default_factory=SelectionRule)
+
+    @model_validator(mode="after")
+    def _warn_when_one_question_decides(self) -> SelectionSettings:
+        """A utility bound finer than one probe question turns the rule into "no question may be lost"."""
+        setting = (self.rule.max_utility_drop, self.utility_n)
+        if self.enabled and self.utility_n and self.rule.max_utility_drop < 1 / self.utility_n and setting not in _WARNED:
+            _WARNED.add(setting)
+            logger.warning(
+                "selection: rule.max_utility_drop %.3f is finer than one of the %d utility questions (%.3f): a step "
+                "that loses a single question is disqualified. Raise utility_n or set max_utility_drop >= %.3f "
+                "if that is not what you mean.", self.rule.max_utility_drop, self.utility_n, 1 / self.utility_n,
+                1 / self.utility_n)
+        return self
 
 
 __all__ = ["SelectionRule", "SelectionSettings"]
