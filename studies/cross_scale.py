@@ -1,0 +1,123 @@
+"""One table across scales from finished study folders: ASR per attack, over-refusal, utility and template
+answers, with each method's paired difference against the base model of the same study.
+
+Usage: python studies/cross_scale.py results/scale-1.5b results/redteam results/scale [--judge cascade]
+       [--benchmark harmbench] [--methods base,lpa,sft,lat-harmful,lat-harmful-4,refusal-sft] [--out FILE.md]
+
+Reads every finished cell (``*/*/seed-*/cell.json`` and its ``eval/outcomes.jsonl(.gz)``) under each folder,
+whatever spec ran it (cells run with ``--set eval.attacks=...`` included); no model, no recomputation.
+For each model and attack, one study supplies every method: the first folder listed whose base cell has
+that attack, so a difference is always paired with the base model's answers from the same engine and
+prompts.  Differences: per behaviour the seeds' mean outcome minus the base's, sign-flip p
+(:func:`lpa.eval.stats.pooled_paired_rows`).  Footnotes name the study and the seeds behind each cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from lpa.eval.stats import load_outcomes, pooled_paired_rows
+
+ATTACKS = ("direct", "prefill", "template", "in-the-wild", "pair", "tap", "crescendo")
+
+
+def _cells(folder: Path) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted(folder.glob("*/*/seed-*/cell.json")):
+        record = json.loads(path.read_text())
+        record["_eval"], record["_study"] = path.parent / "eval", folder.name
+        out.append(record)
+    return out
+
+
+def _values(record: dict[str, Any], bench: str, attack: str, judge: str, metric: str) -> list[float]:
+    return [float(r["value"]) for r in record["rows"] if (r["benchmark"], r["attack"], r["judge"], r["metric"])
+            == (bench, attack, judge, metric) and r.get("value") is not None]
+
+
+def _study_for(studies: list[list[dict[str, Any]]], model: str, cell: tuple[str, str, str, str]) -> list[dict[str, Any]]:
+    """The records of the first study whose base cell of ``model`` measured ``cell``; empty when none did."""
+    for records in studies:
+        if any(r["model"] == model and r["method"] == "base" and _values(r, *cell) for r in records):
+            return records
+    return []
+
+
+def _paired(base: dict[str, Any], seeds: list[dict[str, Any]], cell: tuple[str, str, str, str]) -> dict[str, Any] | None:
+    bench, attack, judge, _ = cell
+    keep = lambda outcomes: {k: v for k, v in outcomes.items() if k[:3] == (bench, attack, judge)}  # noqa: E731
+    try:
+        rows = pooled_paired_rows(keep(load_outcomes(base["_eval"])), [keep(load_outcomes(s["_eval"])) for s in seeds],
+                                  n_boot=1000)
+    except Exception:  # a cell without outcomes, or no shared behaviour: the table shows the mean alone
+        return None
+    return rows[0] if len(rows) == 1 else None
+
+
+def cross_scale_table(folders: list[Path], judge: str, benchmark: str, methods: list[str]) -> str:
+    studies = [_cells(f) for f in folders]
+    models = list(dict.fromkeys(r["model"] for records in studies for r in records))
+    columns = [(benchmark, a, judge, "asr") for a in ATTACKS] + [("xstest", "direct", judge, "refusal_rate")]
+    columns = [c for c in columns if any(_study_for(studies, m, c) for m in models)]
+    header = ["model", "method", *[("refusal XSTest-safe" if c[3] == "refusal_rate" else f"ASR {c[1]}") for c in columns],
+              "MMLU loglik / gen", "template answers (max)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    sources: dict[str, set[str]] = defaultdict(set)
+    for model in models:
+        for method in methods:
+            texts, used = [], []
+            for cell in columns:
+                records = _study_for(studies, model, cell)
+                base = next((r for r in records if r["model"] == model and r["method"] == "base"), None)
+                seeds = [r for r in records if r["model"] == model and r["method"] == method and _values(r, *cell)]
+                if not seeds or base is None:
+                    texts.append("–")
+                    continue
+                used += seeds
+                mean = statistics.mean(v for s in seeds for v in _values(s, *cell))
+                text = f"{mean:.2f}"
+                if method != "base" and (row := _paired(base, seeds, cell)) is not None:
+                    text += f" ({row['diff']:+.2f}, p {row['perm_p']:.2g})"
+                texts.append(text)
+                sources[f"{model} · {method}"].add(f"{cell[1]}: {seeds[0]['_study']} seed(s) "
+                                                   f"{','.join(str(s['seed']) for s in seeds)}")
+            if not used:
+                continue
+            mmlu = []
+            for how in ("loglik", "generate"):
+                values = [v for s in {id(r): r for r in used}.values() for v in _values(s, "mmlu", "-", how, "accuracy")]
+                mmlu.append(f"{statistics.mean(values):.2f}" if values else "–")
+            leaks = [float(r["value"]) for s in used for r in s["rows"] if r["metric"] == "template_leak_rate"
+                     and r.get("value") is not None]
+            lines.append("| " + " | ".join([model, method, *texts, " / ".join(mmlu),
+                                            f"{max(leaks):.2f}" if leaks else "–"]) + " |")
+    notes = [f"Judge {judge}; harmful attacks on {benchmark}, over-refusal on XSTest-safe; a cell is the mean over "
+             "seeds, with (difference vs the same study's base, seeds pooled by behaviour; sign-flip p).", "", "Sources:"]
+    notes += [f"- {k}: {'; '.join(sorted(v))}" for k, v in sources.items()]
+    return "\n".join(lines) + "\n\n" + "\n".join(notes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path)
+    parser.add_argument("--judge", default="cascade")
+    parser.add_argument("--benchmark", default="harmbench")
+    parser.add_argument("--methods", default="base,lpa,sft,lat-harmful,lat-harmful-4,refusal-sft")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    empty = [str(f) for f in args.folders if not any(f.glob("*/*/seed-*/cell.json"))]
+    if empty:
+        parser.error(f"no finished cell (*/*/seed-*/cell.json) under {', '.join(empty)}")
+    text = cross_scale_table(args.folders, args.judge, args.benchmark, args.methods.split(","))
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
