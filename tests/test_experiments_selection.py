@@ -129,3 +129,20 @@ def test_a_utility_bound_finer_than_one_question_is_warned_once(caplog):
         SelectionSettings(enabled=False, utility_n=10, rule={"max_utility_drop": 0.02})  # selection off: silent
     warned = [r.getMessage() for r in caplog.records if "finer than one" in r.getMessage()]
     assert len(warned) == 1 and "24 utility questions (0.042)" in warned[0]
+
+
+def test_a_cell_whose_rule_keeps_step_0_is_the_base_model_and_reuses_its_answers(tiny_dir, tmp_path):
+    from lpa.io import read_jsonl
+
+    selection = {**_selection(tmp_path), "rule": {"min_asr_drop": 1.0}}  # no step can qualify: step 0 is kept
+    spec = _spec(tiny_dir, tmp_path, selection=selection)
+    result = run_experiment(spec, progress=False)
+    sft = next(r for r in result.records if r["method"] == "sft")
+    base = next(r for r in result.records if r["method"] == "base")
+    assert sft["selection"]["step"] == 0 and sft["adapter"] is None and sft["identity"]["adapter"] is None
+    values = lambda record: sorted((r["benchmark"], r["attack"], r["judge"], r["metric"], r["value"])  # noqa: E731
+                                   for r in record["rows"])
+    assert values(sft) == values(base)
+    cell_eval = tmp_path / "exp" / next((tmp_path / "exp").iterdir()).name / "sft" / "seed-0" / "eval"
+    base_eval = cell_eval.parents[2] / "base" / "seed-all" / "eval"
+    assert list(read_jsonl(cell_eval / "generations.jsonl")) == list(read_jsonl(base_eval / "generations.jsonl"))

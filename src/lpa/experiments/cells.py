@@ -189,6 +189,32 @@ def training_texts(spec: ExperimentSpec, cell: Cell, root: Path) -> list[str]:
     return list(dict.fromkeys(e.messages[-1]["content"] for e in examples))
 
 
+ANSWER_CACHES = ("generations.jsonl", "judgements.jsonl", "utility.jsonl")
+
+
+def reuse_baseline_answers(spec: ExperimentSpec, cell: Cell, root: Path) -> bool:
+    """Seed ``cell``'s empty eval folder with the untrained baseline cell's answers and verdicts (keyed by model,
+    prompt and settings, so only identical requests hit them); False when there is nothing to reuse."""
+    import shutil
+
+    baseline = next((m for m in spec.methods if m.name == spec.baseline and not m.trains), None)
+    if baseline is None:
+        return False
+    source, target = cell_folder(root, cell.model, baseline.name, "all") / "eval", cell.folder(root) / "eval"
+    if not source.is_dir() or any(target.glob("generations.jsonl*")):
+        return False
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ANSWER_CACHES:
+        for path in (source / name, source / f"{name}.gz"):
+            if path.is_file():
+                shutil.copy2(path, target / path.name)
+    if (source / "attack_cache").is_dir():
+        shutil.copytree(source / "attack_cache", target / "attack_cache", dirs_exist_ok=True)
+    log.info("%s: selection kept step 0, so the cell evaluates the base model; answers reused from %s",
+                cell.folder(root), source)
+    return True
+
+
 def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = True) -> dict[str, Any]:
     """Train (if needed) and evaluate one cell; returns its record (rows, costs, report fields)."""
     from lpa.eval.runner import evaluate
@@ -196,7 +222,7 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
     folder = cell.folder(root)
     if (record := finished_record(spec, cell, root)) is not None:
         return record
-    adapter, selection = None, None
+    adapter, selection, train_dir = None, None, None
     cost: dict[str, Any] = {"n_train_examples": 0, "fwd_bwd_passes": 0, "train_wall_s": 0.0}
     if cell.entry.trains:
         from lpa.training import train
@@ -204,7 +230,7 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
         config = train_config(spec, cell, folder)
         config = config.model_copy(update={"progress": progress})
         result = train(config)
-        adapter = str(result.adapter)
+        adapter, train_dir = str(result.adapter), Path(result.adapter).parent
         summary = result.summary
         cost = {
             "n_train_examples": summary.get("n_train_examples", 0),
@@ -214,6 +240,11 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
             "stopped": summary.get("stopped"),
         }
         selection = summary.get("selection")
+        if selection is not None and selection.get("step") == 0:
+            # The rule kept the model before training: its answers are the base model's, so the cell evaluates
+            # the base model itself, starting from the baseline cell's answers when they exist.
+            adapter = None
+            reuse_baseline_answers(spec, cell, root)
     start = time.perf_counter()
     results = evaluate(suite_for(spec, cell.entry), cell.model, adapter=adapter, out_dir=folder / "eval",
                        device=spec.device, progress=progress)
@@ -227,7 +258,7 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
         "judges": results.meta.get("judges"),  # the versions that produced the verdicts (κ is per version)
         "cost": cost,
         "rows": [{**row, **tags} for row in results.rows],
-        "adversary": adversary_summary(Path(adapter).parent if adapter else None),
+        "adversary": adversary_summary(train_dir),
         "train_texts": _train_texts(spec, cell, root),
     }
     if selection is not None:
@@ -239,6 +270,6 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
 
 
 __all__ = [
-    "CELL_KEYS", "Cell", "adversary_summary", "cell_folder", "cell_key", "cells", "finished_record", "parse_only",
+    "ANSWER_CACHES", "CELL_KEYS", "Cell", "adversary_summary", "cell_folder", "cell_key", "cells", "finished_record", "parse_only",
     "run_cell", "select_cells", "suite_for", "train_config", "training_texts",
 ]
