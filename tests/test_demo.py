@@ -126,6 +126,8 @@ def test_llamacpp_known_noise_is_debug_and_real_warnings_stay():
     noise = "llama_adapter_lora_init_impl: lora for 'blk.0.attn_q.weight' cannot use buft 'CPU_REPACK', fallback to CPU"
     assert log_level(logging.WARNING, noise) == logging.DEBUG
     assert log_level(logging.WARNING, "llama_context: n_ctx_per_seq < n_ctx_train") == logging.WARNING
+    unified = "llama_context: n_ctx_seq (38912) > n_ctx_train (32768) -- possible training context overflow"
+    assert log_level(logging.WARNING, unified) == logging.DEBUG  # the shared KV buffer, not one sequence
     assert log_level(logging.ERROR, "failed to load model") == logging.ERROR
 
 

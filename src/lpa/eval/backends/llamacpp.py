@@ -113,7 +113,10 @@ class _Model:
 # llama.cpp warnings that say nothing a user can act on, logged at DEBUG: one line per LoRA tensor when the
 # CPU backend's repacked (quantised) buffer type cannot hold an f32 LoRA matrix (it falls back to plain CPU
 # memory, as intended), and a note on the Qwen GGUF's vocabulary that llama.cpp fixes itself on load.
-NOISE = ("cannot use buft", "control-looking token")
+# "possible training context overflow": with one KV buffer shared by every sequence (KV_UNIFIED), llama.cpp
+# compares the whole buffer with the model's trained context; each sequence's own tokens are capped by
+# prompt_budget(n_ctx_train, ...) below, so no sequence can overflow it.
+NOISE = ("cannot use buft", "control-looking token", "possible training context overflow")
 
 
 def _quiet(lib: Any) -> None:
