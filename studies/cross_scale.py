@@ -21,6 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from lpa.errors import LpaError
 from lpa.eval.stats import load_outcomes, pooled_paired_rows
 
 ATTACKS = ("direct", "prefill", "template", "in-the-wild", "pair", "tap", "crescendo")
@@ -54,7 +55,7 @@ def _paired(base: dict[str, Any], seeds: list[dict[str, Any]], cell: tuple[str, 
     try:
         rows = pooled_paired_rows(keep(load_outcomes(base["_eval"])), [keep(load_outcomes(s["_eval"])) for s in seeds],
                                   n_boot=1000)
-    except Exception:  # a cell without outcomes, or no shared behaviour: the table shows the mean alone
+    except LpaError:  # a cell without outcomes.jsonl: the table shows the mean alone
         return None
     return rows[0] if len(rows) == 1 else None
 

@@ -211,7 +211,7 @@ def reuse_baseline_answers(spec: ExperimentSpec, cell: Cell, root: Path) -> bool
     if (source / "attack_cache").is_dir():
         shutil.copytree(source / "attack_cache", target / "attack_cache", dirs_exist_ok=True)
     log.info("%s: selection kept step 0, so the cell evaluates the base model; answers reused from %s",
-                cell.folder(root), source)
+             cell.folder(root), source)
     return True
 
 
@@ -270,6 +270,6 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
 
 
 __all__ = [
-    "ANSWER_CACHES", "CELL_KEYS", "Cell", "adversary_summary", "cell_folder", "cell_key", "cells", "finished_record", "parse_only",
-    "run_cell", "select_cells", "suite_for", "train_config", "training_texts",
+    "ANSWER_CACHES", "CELL_KEYS", "Cell", "adversary_summary", "cell_folder", "cell_key", "cells", "finished_record",
+    "parse_only", "reuse_baseline_answers", "run_cell", "select_cells", "suite_for", "train_config", "training_texts",
 ]
