@@ -36,10 +36,13 @@ def _index(summary: Sequence[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
     return {tuple(r[k] for k in KEY): r for r in summary}
 
 
-def format_cell(row: dict[str, Any] | None, digits: int = 2) -> str:
+def format_cell(row: dict[str, Any] | None, digits: int = 2, ci: bool = True) -> str:
+    """mean ± sd over seeds, or a single run's mean with its bootstrap CI (``ci``) or alone."""
     if row is None:
         return "–"
     if row["n_seeds"] == "det" or row["n_seeds"] == 1:
+        if not ci:
+            return f"{row['mean']:.{digits}f}"
         low, high = row.get("ci_low"), row.get("ci_high")
         if isinstance(low, float) and isinstance(high, float) and not math.isnan(low) and low != high:
             return f"{row['mean']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
@@ -70,9 +73,9 @@ def glance_table(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], record
     The cross-scale question ("does the effect grow with size?") is read along this table's model blocks;
     the long table below holds every judge and metric.
     """
-    from lpa.experiments.paired import judge_name
+    from lpa.experiments.paired import first_judge
 
-    judge = judge_name(spec.eval.judges[0]) if spec.eval.judges else None
+    judge = first_judge(spec)
     index = _index(summary)
     asr_keys = sorted({(r["benchmark"], r["attack"]) for r in summary if r["metric"] == "asr" and r["judge"] == judge},
                       key=lambda k: (k[0], k[1] == "any", k[1] != "direct", k[1]))
@@ -87,10 +90,13 @@ def glance_table(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], record
             if not rows:
                 continue
             leaks = [r["mean"] for r in rows if r["metric"] == "template_leak_rate"]
-            body.append([model, entry.name, kept.get((model, entry.name), "–"),
-                         *[_short(index.get((model, entry.name, b, a, judge, "asr"))) for b, a in asr_keys],
-                         *[_short(index.get((model, entry.name, b, a, judge, "refusal_rate"))) for b, a in refusal_keys],
-                         *[_short(index.get((model, entry.name, b, "-", how, "accuracy"))) for b, how in utility_keys],
+            cell = (model, entry.name)
+            body.append([model, entry.name, kept.get(cell, "–"),
+                         *[format_cell(index.get((*cell, b, a, judge, "asr")), ci=False) for b, a in asr_keys],
+                         *[format_cell(index.get((*cell, b, a, judge, "refusal_rate")), ci=False)
+                           for b, a in refusal_keys],
+                         *[format_cell(index.get((*cell, b, "-", how, "accuracy")), ci=False)
+                           for b, how in utility_keys],
                          f"{max(leaks):.2f}" if leaks else "–"])
     if not body:
         return "_no finished cells_"
@@ -101,14 +107,6 @@ def glance_table(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], record
             "reports (checkpoint selection, else the last step trained; '<N (guard)': the collapse guard stopped "
             "at step N and kept its last good check).")
     return note + "\n\n" + markdown_table(header, body)
-
-
-def _short(row: dict[str, Any] | None) -> str:
-    if row is None:
-        return "–"
-    if isinstance(row.get("sd"), float) and row["n_seeds"] not in ("det", 1) and not math.isnan(row["sd"]):
-        return f"{row['mean']:.2f} ± {row['sd']:.2f}"
-    return f"{row['mean']:.2f}"
 
 
 def _kept_steps(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], str]:

@@ -41,7 +41,7 @@ def study_paired_rows(spec: ExperimentSpec, records: Sequence[dict[str, Any]], n
     from lpa.errors import LpaError
     from lpa.eval.stats import load_outcomes, pooled_paired_rows
 
-    judge = _first_judge(spec)
+    judge = first_judge(spec)
     runs: dict[tuple[str, str], list[Outcomes]] = defaultdict(list)
     notes = []
     for record in sorted(records, key=lambda r: (r["model"], r["method"], str(r["seed"]))):
@@ -94,7 +94,7 @@ def paired_section(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> t
             for r in rows]
     header = ["model", "method", "vs (runs)", "benchmark", "attack", "metric", "behaviours", "seeds", "vs mean",
               "method mean", "diff (95% CI over behaviours)", "sign-flip p", "Holm p"]
-    head = (f"Judge: {_first_judge(spec)}. Per behaviour, the method's seeds' mean outcome minus the other side's "
+    head = (f"Judge: {first_judge(spec)}. Per behaviour, the method's seeds' mean outcome minus the other side's "
             "(its seeds' mean when it has several); bootstrap CI over behaviours, two-sided sign-flip p, Holm over "
             "the rows of one comparison. Outcome: a harmful behaviour answered (ASR) or a benign prompt refused.")
     parts = [head, markdown_table(header, body)]
@@ -103,13 +103,11 @@ def paired_section(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> t
     return "\n\n".join(parts), rows
 
 
-def judge_name(spec: Any) -> str:
-    """A judge entry's name, whether the spec wrote it as a string or a plugin mapping."""
-    return spec if isinstance(spec, str) else str(getattr(spec, "name", None) or spec.get("name"))
+def first_judge(spec: ExperimentSpec) -> str | None:
+    """The name of the spec's first judge (the one its summary tables lead with), or None without judges."""
+    from lpa.plugins import parse_spec
+
+    return parse_spec(spec.eval.judges[0])[0] if spec.eval.judges else None
 
 
-def _first_judge(spec: ExperimentSpec) -> str | None:
-    return judge_name(spec.eval.judges[0]) if spec.eval.judges else None
-
-
-__all__ = ["cell_eval_dir", "judge_name", "mean_outcomes", "paired_section", "study_paired_rows"]
+__all__ = ["cell_eval_dir", "first_judge", "mean_outcomes", "paired_section", "study_paired_rows"]
