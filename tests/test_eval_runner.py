@@ -128,6 +128,26 @@ def test_optimiser_attack_and_any_row(llama, tokenizer, tmp_path, monkeypatch):
     assert results.value("smoke", "asr", attack="any") >= results.value("smoke", "asr", attack="direct")
 
 
+def test_every_answer_records_its_engine_time_and_the_timing_survives_a_resume(llama, tokenizer, tmp_path,
+                                                                                monkeypatch):
+    ATTACKS.names()
+    monkeypatch.setattr(ATTACKS, "_items", dict(ATTACKS._items))
+    register_attack(_FakeOptimiser)
+    out = tmp_path / "run"
+    first = evaluate_model(llama, tokenizer, _suite(attacks=["direct", "test-optimiser"]), out)
+    rows = read_jsonl(out / "generations.jsonl")
+    assert rows and all(isinstance(r["gen_s"], float) and r["gen_s"] >= 0 for r in rows)
+    timing = first.meta["timing"]
+    assert set(timing) == {"direct", "test-optimiser"}
+    assert timing["direct"]["requests"] == 4 and timing["direct"]["timed_answers"] == timing["direct"]["answers"] == 4
+    assert timing["direct"]["seconds"] == pytest.approx(sum(r["gen_s"] for r in rows if r["attack"] == "direct"),
+                                                        abs=1e-3)
+    assert "## Time per attack" in (out / "report.md").read_text()
+    again = evaluate_model(llama, tokenizer, _suite(attacks=["direct", "test-optimiser"]), out)  # all cached
+    assert again.meta["timing"] == timing  # read back from the rows, not the rerun's (zero) time
+    assert "gen_s" not in Generation.model_fields  # bookkeeping, never a field of the answer
+
+
 def test_report_compare_and_utility(llama, tokenizer, tmp_path):
     from lpa.report import compare
 

@@ -91,6 +91,28 @@ def test_plan_counts_the_workload_and_uses_the_given_unit_times(tiny_dir, tmp_pa
     assert "given in the spec's plan block (test)" in text and "MDE" in text and "misses the goal" in text
 
 
+def test_measured_attack_times_replace_the_generic_answer_cost_and_cost_searches_per_request(tiny_dir, tmp_path):
+    import json
+
+    from lpa.experiments.plan import plan
+
+    spec = _spec(tiny_dir, tmp_path, plan={"step_s": {tiny_dir: 10.0}, "generation_s": {tiny_dir: 0.5},
+                                          "measured_on": "test"},
+                 eval={"benchmarks": ["smoke"], "limit": 3, "attacks": ["direct", "pair"], "judges": ["keyword"]})
+    finished = spec.out_dir / tiny_dir.replace("/", "_") / "base" / "seed-all"
+    finished.mkdir(parents=True)
+    timing = {"direct": {"requests": 3, "answers": 3, "timed_requests": 3, "timed_answers": 3, "seconds": 6.0},
+              "pair": {"requests": 3, "answers": 3, "timed_requests": 3, "timed_answers": 3, "seconds": 90.0}}
+    (finished / "cell.json").write_text(json.dumps({"model": tiny_dir, "rows": [],
+                                                    "cost": {"attack_timing": timing}}))
+    work, notes = plan(spec)
+    base = next(w for w in work if w.method == "base")
+    # direct: 3 answers at the measured 2.0 s (not the given 0.5 s); PAIR: 3 requests at 30 s each
+    assert base.seconds == pytest.approx(3 * 2.0 + 3 * 30.0)
+    assert any("pair = 30.00 s an answer, 30.0 s a request, measured (median of 1" in n for n in notes)
+    assert not any("not in the estimate" in n for n in notes)
+
+
 def test_a_given_lat_step_replaces_a_measured_plain_step(tiny_dir, tmp_path):
     from lpa.experiments.plan import Units, units_for
 

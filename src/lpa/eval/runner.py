@@ -5,6 +5,8 @@ Files in the run directory:
 * ``generations.jsonl`` — one row per (model, adapter, benchmark, sample, attack spec, variant,
   generation settings, system prompt, prompt digest), keyed by ``key``;
 * ``judgements.jsonl`` — one verdict per generation key x judge spec, keyed by ``key``;
+  each generation row also holds ``gen_s``, the engine seconds it cost (its share of its batch, or of
+  its search: attacker queries included), so time per attack survives resumes (``meta.timing``);
 * ``results.json`` / ``results.csv`` (tidy rows), ``report.md``, ``plots/*.png``.
 
 Rows are appended after each batch (fsynced), so an interrupted run loses at most the batch in
@@ -14,6 +16,7 @@ flight; a rerun skips finished work; changing the judge re-judges without regene
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,6 +210,7 @@ def _evaluate(model: Any, tokenizer: Any, suite: EvalSuite, out: Path, store: _S
     rows: list[MetricRow] = []
     data_files: list[dict[str, Any]] = []
     cells: list[LogCell] = []
+    timing: dict[str, dict[str, float]] = {}
     for bench, samples in prepared.benchmarks:
         data_files += getattr(bench, "data_files", [])
         for attack in attacks:
@@ -215,6 +219,7 @@ def _evaluate(model: Any, tokenizer: Any, suite: EvalSuite, out: Path, store: _S
                 continue
             gens = runner.generations(samples[: getattr(attack.args, "limit", None)], attack, need_text)
             cells.append(LogCell(_bench_name(samples, bench.name), labels[id(attack)], attack.spec(), gens, suite.system))
+            add_timing(timing.setdefault(attack.name, {}), gens, store.generations)
             if need_text:
                 texts = [g.text for _, g, _ in gens]
                 tokens = [g.completion_tokens for _, g, _ in gens]
@@ -231,7 +236,7 @@ def _evaluate(model: Any, tokenizer: Any, suite: EvalSuite, out: Path, store: _S
     meta = {"model": name, "adapter": adapter, "identity": identity.as_dict(), "suite": suite.model_dump(mode="json"),
             "judges": [j.spec() for j in judges], "attacks": [a.spec() for a in attacks],
             "backend": suite.backend.public(), "routing": routing(suite), "data_files": data_files,
-            "data_changes": changes}
+            "data_changes": changes, "timing": timing}
     results = Results(out, result_rows, meta)
     write_results(results)
     try:
@@ -365,8 +370,12 @@ class _Runner:
                 units.append(_Unit(sample, attack, prompt, key))
         todo = [u for u in units if u.key not in self.store.generations]
         if todo and need_text:
+            clock = [time.perf_counter()]
+
             def save(indices: list[int], completions: list[Any]) -> None:
-                self.store.add_generations([self._row(todo[i], c) for i, c in zip(indices, completions, strict=True)])
+                share = _elapsed_share(clock, len(indices))
+                self.store.add_generations([{**self._row(todo[i], c), "gen_s": share}
+                                            for i, c in zip(indices, completions, strict=True)])
 
             self.generate_prompts([u.prompt for u in todo], on_batch=save)
         out = []
@@ -412,10 +421,12 @@ class _Runner:
         starts = range(0, len(missing), chunk)
         for start in progress(starts, f"{attack.name} behaviours ({chunk}/call)"):
             indices = missing[start : start + chunk]
+            clock = [time.perf_counter()]
             gens = attack.run([samples[i] for i in indices], ctx)
+            share = _elapsed_share(clock, len(gens))  # the search's attacker and target queries, per answer kept
             for i in indices:
                 mine = [g for g in gens if g.sample_id == samples[i].id]
-                self.store.add_generations([{**g.model_dump(mode="json"), "unit_key": unit_keys[i],
+                self.store.add_generations([{**g.model_dump(mode="json"), "unit_key": unit_keys[i], "gen_s": share,
                                              "key": digest([unit_keys[i], getattr(g, "variant", 0), n])}
                                             for n, g in enumerate(mine)])
         out = []
@@ -486,7 +497,26 @@ def judge_generations(store: _Store, judge: Judge, gens: list[tuple[Sample, Gene
     return items
 
 
-CACHE_FIELDS = ("key", "unit_key", "cache", "run_key")
+CACHE_FIELDS = ("key", "unit_key", "cache", "run_key", "gen_s")
+
+
+def _elapsed_share(clock: list[float], rows: int) -> float:
+    """Seconds since ``clock[0]`` split over ``rows`` answers; restarts the clock (one batch at a time)."""
+    now = time.perf_counter()
+    share = (now - clock[0]) / max(1, rows)
+    clock[0] = now
+    return round(share, 4)
+
+
+def add_timing(into: dict[str, float], gens: Sequence[tuple[Sample, Generation, str]],
+               rows: dict[str, dict[str, Any]]) -> None:
+    """Add one benchmark's answers of an attack to its timing: requests, answers, and the engine seconds of the
+    answers that record theirs (rows written before ``gen_s`` existed, or copied from elsewhere, have none)."""
+    timed = [(s.id, rows[k]["gen_s"]) for s, _, k in gens if k in rows and rows[k].get("gen_s") is not None]
+    for name, value in (("requests", len({s.id for s, _, _ in gens})), ("answers", len(gens)),
+                        ("timed_requests", len({sid for sid, _ in timed})), ("timed_answers", len(timed)),
+                        ("seconds", sum(t for _, t in timed))):
+        into[name] = round(into.get(name, 0) + value, 4)
 
 
 def _gen_fields(row: dict[str, Any]) -> dict[str, Any]:

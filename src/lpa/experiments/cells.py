@@ -249,6 +249,7 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
     results = evaluate(suite_for(spec, cell.entry), cell.model, adapter=adapter, out_dir=folder / "eval",
                        device=spec.device, progress=progress)
     cost["eval_wall_s"] = time.perf_counter() - start
+    cost["attack_timing"] = results.meta.get("timing") or {}  # engine seconds per attack: the plan's unit costs
     tags = {"method": cell.entry.name, "seed": "all" if cell.seed is None else cell.seed, "model": cell.model}
     record = {
         "key": cell_key(spec, cell),

@@ -5,7 +5,10 @@ from each benchmark (templates multiply them), the MMLU questions, and the check
 evaluations every ``selection.every`` steps -- and multiplied by unit times: seconds per training step
 (with and without the LAT attacker) and per generated answer.  Unit times come from the spec's
 ``plan`` block when given there, else they are measured from finished cells (``cell.json`` costs) under
-the spec's folder and ``plan.measured_from``; every figure says which.  The design's smallest
+the spec's folder and ``plan.measured_from``; every figure says which.  Where finished cells timed an
+attack (``cost.attack_timing``), its own seconds per answer replace the generic one -- a human jailbreak's
+long prompt costs ~10x a direct request on a CPU -- and a search attack, whose answers are unknown before
+it runs, is costed per request.  The design's smallest
 detectable ASR difference (:func:`lpa.experiments.power.min_detectable_difference`) is printed beside it.
 """
 
@@ -32,6 +35,24 @@ class Units:
     plain_step_s: float | None = None
     generation_s: float | None = None
     source: dict[str, str] = field(default_factory=dict)
+    attack_answer_s: dict[str, float] = field(default_factory=dict)  # measured per attack: seconds per answer
+    attack_request_s: dict[str, float] = field(default_factory=dict)  # ... and per request (searches)
+    attack_cells: dict[str, int] = field(default_factory=dict)  # finished cells each attack's figures come from
+
+
+@dataclass
+class SuiteWork:
+    """What one evaluation of a suite asks for, per attack, before it runs."""
+
+    answers: dict[str, float]  # planned target answers of the attacks that know them
+    requests: dict[str, int]  # requests per attack (every attack)
+    utility: float  # utility questions, in generated-answer equivalents
+    harmful: dict[str, int]  # harmful test prompts per benchmark
+    unknown: list[str]  # attacks whose answers a search decides
+
+    @property
+    def total(self) -> float:
+        return sum(self.answers.values()) + self.utility
 
 
 @dataclass
@@ -51,6 +72,8 @@ def measured_units(folders: list[Path]) -> dict[str, Units]:
     lat: dict[str, list[float]] = defaultdict(list)
     plain: dict[str, list[float]] = defaultdict(list)
     gen: dict[str, list[float]] = defaultdict(list)
+    per_answer: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    per_request: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for folder in folders:
         for marker in sorted(Path(folder).glob("*/*/seed-*/cell.json")):
             try:
@@ -65,13 +88,20 @@ def measured_units(folders: list[Path]) -> dict[str, Units]:
             answers = generated_answers(record.get("rows") or [])
             if answers and cost.get("eval_wall_s", 0) > 0.5 * answers:  # mostly computed, not read from a cache
                 gen[model].append(cost["eval_wall_s"] / answers)
+            for attack, t in (cost.get("attack_timing") or {}).items():
+                if t.get("timed_answers") and t.get("seconds"):
+                    per_answer[model][attack].append(t["seconds"] / t["timed_answers"])
+                    per_request[model][attack].append(t["seconds"] / max(1, t.get("timed_requests") or 1))
     out: dict[str, Units] = {}
-    for model in set(lat) | set(plain) | set(gen):
+    for model in set(lat) | set(plain) | set(gen) | set(per_answer):
         units = Units()
         for name, values in (("lat_step_s", lat[model]), ("plain_step_s", plain[model]), ("generation_s", gen[model])):
             if values:
                 setattr(units, name, statistics.median(values))
                 units.source[name] = f"measured (median of {len(values)} finished cells)"
+        units.attack_answer_s = {a: statistics.median(v) for a, v in per_answer[model].items()}
+        units.attack_request_s = {a: statistics.median(v) for a, v in per_request[model].items()}
+        units.attack_cells = {a: len(v) for a, v in per_answer[model].items()}
         out[model] = units
     return out
 
@@ -92,7 +122,8 @@ def units_for(spec: ExperimentSpec, model: str, measured: dict[str, Units]) -> U
     other settings (dtype, hardware), so their plain steps no longer apply.
     """
     units = measured.get(model, Units())
-    units = Units(units.lat_step_s, units.plain_step_s, units.generation_s, dict(units.source))
+    units = Units(units.lat_step_s, units.plain_step_s, units.generation_s, dict(units.source),
+                  dict(units.attack_answer_s), dict(units.attack_request_s), dict(units.attack_cells))
     given = f"given in the spec's plan block ({spec.plan.measured_on or 'source not stated'})"
     if model in spec.plan.step_s:
         units.lat_step_s, units.source["lat_step_s"] = spec.plan.step_s[model], given
@@ -105,12 +136,14 @@ def units_for(spec: ExperimentSpec, model: str, measured: dict[str, Units]) -> U
     return units
 
 
-def suite_generations(suite: Any) -> tuple[float, dict[str, int], list[str]]:
-    """(answers one evaluation generates, harmful test prompts per benchmark, attacks whose cost is unknown)."""
+def suite_workload(suite: Any) -> SuiteWork:
+    """Per attack, the answers (where known) and requests one evaluation of ``suite`` makes."""
     from lpa.eval.preflight import prepare_suite
 
     prepared = prepare_suite(suite)
-    total, harmful, unknown = 0.0, {}, []
+    answers: dict[str, float] = defaultdict(float)
+    requests: dict[str, int] = defaultdict(int)
+    harmful, unknown = {}, []
     for bench, samples in prepared.benchmarks:
         name = samples[0].benchmark if samples else bench.name
         harmful[name] = sum(s.label == "harmful" for s in samples)
@@ -118,14 +151,41 @@ def suite_generations(suite: Any) -> tuple[float, dict[str, int], list[str]]:
             scope = suite.attack_benchmarks.get(attack.name)
             if scope is not None and bench.name not in scope:
                 continue
-            answers = attack.planned_answers(samples)
-            if answers is None:
+            asked = samples[: getattr(attack.args, "limit", None)]
+            requests[attack.name] += len(asked)
+            planned = attack.planned_answers(asked)
+            if planned is None:
                 unknown.append(attack.name)
-                continue
-            total += answers
+            else:
+                answers[attack.name] += planned
+    utility = 0.0
     if suite.utility is not None:
-        total += suite.utility.n * sum(1.0 if m == "generate" else LOGLIK_COST for m in suite.utility.methods)
-    return total, harmful, sorted(set(unknown))
+        utility = suite.utility.n * sum(1.0 if m == "generate" else LOGLIK_COST for m in suite.utility.methods)
+    return SuiteWork(dict(answers), dict(requests), utility, harmful, sorted(set(unknown)))
+
+
+def suite_generations(suite: Any) -> tuple[float, dict[str, int], list[str]]:
+    """(answers one evaluation generates, harmful test prompts per benchmark, attacks whose cost is unknown)."""
+    work = suite_workload(suite)
+    return work.total, work.harmful, work.unknown
+
+
+def eval_seconds(work: SuiteWork, units: Units) -> float | None:
+    """Seconds of one evaluation: each attack's answers at its measured cost (else the generic one), searches
+    at their measured seconds per request (left out where unmeasured: the plan's notes say so); None when a
+    needed unit time is unknown."""
+    total = 0.0
+    for attack, answers in work.answers.items():
+        per = units.attack_answer_s.get(attack, units.generation_s)
+        if per is None:
+            return None
+        total += answers * per
+    total += sum(work.requests[a] * units.attack_request_s[a] for a in work.unknown if a in units.attack_request_s)
+    if work.utility:
+        if units.generation_s is None:
+            return None
+        total += work.utility * units.generation_s
+    return total
 
 
 def selection_evaluations(steps: int, every: int) -> int:
@@ -141,43 +201,51 @@ def plan(spec: ExperimentSpec) -> tuple[list[CellWork], list[str]]:
     folders = [spec.out_dir, *(Path(p) for p in spec.plan.measured_from)]
     measured = measured_units([f for f in folders if f.is_dir()])
     notes: list[str] = []
-    evals: dict[str, tuple[float, dict[str, int], list[str]]] = {}
-    selection_cost = 0.0
+    evals: dict[str, SuiteWork] = {}
+    selection_work: list[SuiteWork] = []
     if spec.selection is not None:
         from lpa.training.selection import selection_suites
 
-        harmful, borderline = selection_suites(spec.selection, [], spec.data_dir)
-        selection_cost = suite_generations(harmful)[0] + suite_generations(borderline)[0]
+        selection_work = [suite_workload(s) for s in selection_suites(spec.selection, [], spec.data_dir)]
+    selection_cost = sum(w.total for w in selection_work)
     work = []
     for cell in cells(spec):
         suite = suite_for(spec, cell.entry)
         key = json.dumps(suite.model_dump(mode="json"), sort_keys=True)
         if key not in evals:
-            evals[key] = suite_generations(suite)
-            note = (f"attacks whose cost a search decides ({', '.join(evals[key][2])}) are not in the estimate "
-                    "(every cell's evaluation runs them; report.md gives their queries)")
-            if evals[key][2] and note not in notes:
-                notes.append(note)
-        answers = evals[key][0]
+            evals[key] = suite_workload(suite)
+        units = units_for(spec, cell.model, measured)
+        unmeasured = [a for a in evals[key].unknown if a not in units.attack_request_s]
+        if unmeasured:
+            notes.append(f"{cell.model}: attacks whose cost a search decides ({', '.join(unmeasured)}) are not in "
+                         "the estimate until a finished cell has timed them (report.md gives their queries)")
         steps, adversarial, selection = 0, False, 0.0
+        selection_s: float | None = 0.0
         if cell.entry.trains:
             config = train_config(spec, cell, spec.out_dir / "_plan")
             steps, adversarial = config.steps, METHODS.get(config.method).adversarial
             if config.selection.enabled:
-                selection = selection_evaluations(steps, config.selection.every) * selection_cost
-        units = units_for(spec, cell.model, measured)
+                times = selection_evaluations(steps, config.selection.every)
+                selection = times * selection_cost
+                parts = [eval_seconds(w, units) for w in selection_work]
+                selection_s = None if None in parts else times * sum(p or 0.0 for p in parts)
         step_s = units.lat_step_s if adversarial else units.plain_step_s
+        answers_s = eval_seconds(evals[key], units)
         seconds = None
-        if units.generation_s is not None and (steps == 0 or step_s is not None):
-            seconds = steps * (step_s or 0.0) + (answers + selection) * units.generation_s
+        if answers_s is not None and selection_s is not None and (steps == 0 or step_s is not None):
+            seconds = steps * (step_s or 0.0) + answers_s + selection_s
         work.append(CellWork(cell.model, cell.entry.name, "all" if cell.seed is None else str(cell.seed), steps,
-                             adversarial, answers, selection, seconds))
+                             adversarial, evals[key].total, selection, seconds))
     for model in spec.models:
         units = units_for(spec, model, measured)
         for name in ("lat_step_s", "plain_step_s", "generation_s"):
             value = getattr(units, name)
             notes.append(f"{model}: {name} = " + (f"{value:.2f} s, {units.source[name]}" if value is not None else
                                                    "unknown (no finished cell, not given in plan.*): cells left out"))
+        for attack in sorted(units.attack_answer_s):
+            notes.append(f"{model}: {attack} = {units.attack_answer_s[attack]:.2f} s an answer, "
+                         f"{units.attack_request_s[attack]:.1f} s a request, measured (median of "
+                         f"{units.attack_cells[attack]} finished cells' engine time)")
     return work, list(dict.fromkeys(notes))
 
 
@@ -228,5 +296,5 @@ def format_plan(spec: ExperimentSpec, work: list[CellWork], notes: list[str]) ->
     return "\n".join(lines)
 
 
-__all__ = ["CellWork", "Units", "format_plan", "generated_answers", "measured_units", "mde_lines", "plan",
-           "selection_evaluations", "suite_generations"]
+__all__ = ["CellWork", "SuiteWork", "Units", "eval_seconds", "format_plan", "generated_answers", "measured_units",
+           "mde_lines", "plan", "selection_evaluations", "suite_generations", "suite_workload"]

@@ -146,11 +146,32 @@ def render_report(results: dict[str, Any], run_dir: Path | None = None, examples
     util = utility_table(rows)
     if util:
         parts += ["## Utility", "", util, ""]
+    timing = timing_table(meta.get("timing") or {})
+    if timing:
+        parts += ["## Time per attack", "", timing, ""]
     if plots:
         parts += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     if examples and run_dir is not None:
         parts.append(_examples(run_dir, examples))
     return "\n".join(parts)
+
+
+def timing_table(timing: dict[str, dict[str, float]]) -> str:
+    """Engine seconds per attack (attacker queries included for searches), from the answers that record theirs:
+    where an evaluation's time went, and the unit costs ``lpa experiment --plan`` reuses.  Empty when none do."""
+    body = []
+    for attack, t in timing.items():
+        if not t.get("timed_answers"):
+            continue
+        seconds, answers, requests = t["seconds"], t["timed_answers"], t.get("timed_requests") or 1
+        cached = int(t.get("answers", answers) - answers)
+        body.append([attack, f"{int(t.get('requests', requests))}", f"{int(t.get('answers', answers))}",
+                     f"{seconds:.0f}", f"{seconds / answers:.2f}", f"{seconds / requests:.1f}",
+                     str(cached) if cached else ""])
+    if not body:
+        return ""
+    return markdown_table(["attack", "requests", "answers", "seconds", "s / answer", "s / request",
+                           "answers without a time"], body)
 
 
 def write_report(run_dir: str | Path, examples: int = 0) -> Path:
