@@ -14,6 +14,7 @@ detectable ASR difference (:func:`lpa.experiments.power.min_detectable_differenc
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 from collections import defaultdict
@@ -37,7 +38,6 @@ class Units:
     source: dict[str, str] = field(default_factory=dict)
     attack_answer_s: dict[str, float] = field(default_factory=dict)  # measured per attack: seconds per answer
     attack_request_s: dict[str, float] = field(default_factory=dict)  # ... and per request (searches)
-    attack_cells: dict[str, int] = field(default_factory=dict)  # finished cells each attack's figures come from
 
 
 @dataclass
@@ -91,7 +91,7 @@ def measured_units(folders: list[Path]) -> dict[str, Units]:
             for attack, t in (cost.get("attack_timing") or {}).items():
                 if t.get("timed_answers") and t.get("seconds"):
                     per_answer[model][attack].append(t["seconds"] / t["timed_answers"])
-                    per_request[model][attack].append(t["seconds"] / max(1, t.get("timed_requests") or 1))
+                    per_request[model][attack].append(t["seconds"] / (t.get("timed_requests") or 1))
     out: dict[str, Units] = {}
     for model in set(lat) | set(plain) | set(gen) | set(per_answer):
         units = Units()
@@ -99,9 +99,10 @@ def measured_units(folders: list[Path]) -> dict[str, Units]:
             if values:
                 setattr(units, name, statistics.median(values))
                 units.source[name] = f"measured (median of {len(values)} finished cells)"
-        units.attack_answer_s = {a: statistics.median(v) for a, v in per_answer[model].items()}
-        units.attack_request_s = {a: statistics.median(v) for a, v in per_request[model].items()}
-        units.attack_cells = {a: len(v) for a, v in per_answer[model].items()}
+        for attack, values in per_answer[model].items():
+            units.attack_answer_s[attack] = statistics.median(values)
+            units.attack_request_s[attack] = statistics.median(per_request[model][attack])
+            units.source[attack] = f"measured (median of {len(values)} finished cells' engine time)"
         out[model] = units
     return out
 
@@ -121,9 +122,7 @@ def units_for(spec: ExperimentSpec, model: str, measured: dict[str, Units]) -> U
     A given LAT step also replaces a measured plain step: it was given because the finished cells trained under
     other settings (dtype, hardware), so their plain steps no longer apply.
     """
-    units = measured.get(model, Units())
-    units = Units(units.lat_step_s, units.plain_step_s, units.generation_s, dict(units.source),
-                  dict(units.attack_answer_s), dict(units.attack_request_s), dict(units.attack_cells))
+    units = copy.deepcopy(measured.get(model, Units()))
     given = f"given in the spec's plan block ({spec.plan.measured_on or 'source not stated'})"
     if model in spec.plan.step_s:
         units.lat_step_s, units.source["lat_step_s"] = spec.plan.step_s[model], given
@@ -162,12 +161,6 @@ def suite_workload(suite: Any) -> SuiteWork:
     if suite.utility is not None:
         utility = suite.utility.n * sum(1.0 if m == "generate" else LOGLIK_COST for m in suite.utility.methods)
     return SuiteWork(dict(answers), dict(requests), utility, harmful, sorted(set(unknown)))
-
-
-def suite_generations(suite: Any) -> tuple[float, dict[str, int], list[str]]:
-    """(answers one evaluation generates, harmful test prompts per benchmark, attacks whose cost is unknown)."""
-    work = suite_workload(suite)
-    return work.total, work.harmful, work.unknown
 
 
 def eval_seconds(work: SuiteWork, units: Units) -> float | None:
@@ -244,8 +237,7 @@ def plan(spec: ExperimentSpec) -> tuple[list[CellWork], list[str]]:
                                                    "unknown (no finished cell, not given in plan.*): cells left out"))
         for attack in sorted(units.attack_answer_s):
             notes.append(f"{model}: {attack} = {units.attack_answer_s[attack]:.2f} s an answer, "
-                         f"{units.attack_request_s[attack]:.1f} s a request, measured (median of "
-                         f"{units.attack_cells[attack]} finished cells' engine time)")
+                         f"{units.attack_request_s[attack]:.1f} s a request, {units.source[attack]}")
     return work, list(dict.fromkeys(notes))
 
 
@@ -254,7 +246,7 @@ def mde_lines(spec: ExperimentSpec) -> list[str]:
     from lpa.experiments.cells import suite_for
     from lpa.experiments.power import min_detectable_difference
 
-    _, harmful, _ = suite_generations(suite_for(spec))
+    harmful = suite_workload(suite_for(spec)).harmful
     harmful = {k: v for k, v in harmful.items() if v}
     seeds = len(spec.seeds)
     lines = []
@@ -297,4 +289,4 @@ def format_plan(spec: ExperimentSpec, work: list[CellWork], notes: list[str]) ->
 
 
 __all__ = ["CellWork", "SuiteWork", "Units", "eval_seconds", "format_plan", "generated_answers", "measured_units",
-           "mde_lines", "plan", "selection_evaluations", "suite_generations", "suite_workload"]
+           "mde_lines", "plan", "selection_evaluations", "suite_workload"]
