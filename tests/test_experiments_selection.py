@@ -113,6 +113,34 @@ def test_measured_attack_times_replace_the_generic_answer_cost_and_cost_searches
     assert not any("not in the estimate" in n for n in notes)
 
 
+def test_plan_counts_finished_cells_and_scales_what_is_left_by_their_measured_cost(tiny_dir, tmp_path):
+    from lpa.experiments.plan import calibration, format_plan, plan
+
+    spec = _spec(tiny_dir, tmp_path, plan={"step_s": {tiny_dir: 10.0}, "generation_s": {tiny_dir: 0.5},
+                                          "measured_on": "test"}, seeds=[0, 1])
+    text = format_plan(spec, *plan(spec))
+    assert "(0 finished)" in text and "No finished cell has measured its cost yet" in text
+    base_cell = next(c for c in cells(spec) if not c.entry.trains)
+    sft_cell = next(c for c in cells(spec) if c.entry.trains and c.seed == 0)
+    # base took 4x its planned 1.5 s; sft seed 0 trained in 2x its plan and read the base cell's answers
+    records = [(base_cell, {"train_wall_s": 0.0, "eval_wall_s": 6.0}),
+               (sft_cell, {"train_wall_s": 2 * (2 * 10.0 * 0.35 + 30 * 0.5), "eval_wall_s": 0.01})]
+    for cell, cost in records:
+        folder = cell.folder(spec.out_dir)
+        folder.mkdir(parents=True)
+        (folder / "cell.json").write_text(json.dumps({"key": cell_key(spec, cell), "model": tiny_dir, "rows": [],
+                                                      "cost": cost}))
+    work, notes = plan(spec)
+    assert [w.done for w in work] == [True, True, False]
+    cal = calibration(work)
+    assert (cal.train, cal.eval, cal.n_train, cal.n_eval) == (pytest.approx(2.0), pytest.approx(4.0), 1, 1)
+    left = next(w for w in work if not w.done)  # sft seed 1: training at 2x, its evaluation at 4x
+    assert cal.scale(left) == pytest.approx(2 * left.train_s + 4 * left.eval_s)
+    text = format_plan(spec, work, notes)
+    assert "(2 finished)" in text and "training + selection 2.00x" in text and "evaluation 4.00x" in text
+    assert f"the 1 cell(s) left take about {cal.scale(left) / 3600:.1f} hours" in text
+
+
 def test_a_given_lat_step_replaces_a_measured_plain_step(tiny_dir, tmp_path):
     from lpa.experiments.plan import Units, units_for
 

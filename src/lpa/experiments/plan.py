@@ -8,7 +8,8 @@ evaluations every ``selection.every`` steps -- and multiplied by unit times: sec
 the spec's folder and ``plan.measured_from``; every figure says which.  Where finished cells timed an
 attack (``cost.attack_timing``), its own seconds per answer replace the generic one -- a human jailbreak's
 long prompt costs ~10x a direct request on a CPU -- and a search attack, whose answers are unknown before
-it runs, is costed per request.  The design's smallest
+it runs, is costed per request.  Judging and the engine's load are not in the unit times, so finished cells
+are set beside what the plan says for them: their measured/planned ratio scales the hours left.  The design's smallest
 detectable ASR difference (:func:`lpa.experiments.power.min_detectable_difference`) is printed beside it.
 """
 
@@ -64,7 +65,15 @@ class CellWork:
     adversarial: bool
     eval_generations: float
     selection_generations: float
-    seconds: float | None
+    train_s: float | None  # training steps plus the selection evaluations (0 for an untrained cell)
+    eval_s: float | None  # the test evaluation
+    done: bool = False
+    measured_train_s: float | None = None  # a finished cell's own wall times (cell.json costs)
+    measured_eval_s: float | None = None  # None where its answers were read from the base cell (selection kept 0)
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.train_s is None or self.eval_s is None else self.train_s + self.eval_s
 
 
 def measured_units(folders: list[Path]) -> dict[str, Units]:
@@ -181,6 +190,34 @@ def eval_seconds(work: SuiteWork, units: Units) -> float | None:
     return total
 
 
+@dataclass
+class Calibration:
+    """Measured over planned seconds of the finished cells, training and evaluation apart (the unit times
+    leave out judging and the machine's load, which weigh on evaluation only)."""
+
+    train: float | None
+    eval: float | None
+    n_train: int
+    n_eval: int
+
+    def scale(self, cell: CellWork) -> float:
+        """The cell's planned seconds at the measured ratios (a part without a ratio stays as planned)."""
+        return (cell.train_s or 0.0) * (self.train or 1.0) + (cell.eval_s or 0.0) * (self.eval or 1.0)
+
+
+def calibration(work: list[CellWork]) -> Calibration:
+    """Ratios over the finished cells that measured each part (trained cells for training, computed evaluations)."""
+    def ratio(pairs: list[tuple[float, float]]) -> float | None:
+        planned = sum(p for _, p in pairs)
+        return sum(m for m, _ in pairs) / planned if pairs and planned > 0 else None
+
+    train = [(float(w.measured_train_s or 0.0), float(w.train_s or 0.0)) for w in work
+             if w.done and w.steps and w.measured_train_s and w.train_s]
+    evals = [(float(w.measured_eval_s or 0.0), float(w.eval_s or 0.0)) for w in work
+             if w.done and w.measured_eval_s and w.eval_s]
+    return Calibration(ratio(train), ratio(evals), len(train), len(evals))
+
+
 def selection_evaluations(steps: int, every: int) -> int:
     """Steps evaluated: 0, every ``every`` steps, and the last."""
     return len({0, steps, *range(every, steps + 1, every)})
@@ -188,7 +225,7 @@ def selection_evaluations(steps: int, every: int) -> int:
 
 def plan(spec: ExperimentSpec) -> tuple[list[CellWork], list[str]]:
     """Every cell's workload and estimated seconds, plus notes (unit sources, what could not be estimated)."""
-    from lpa.experiments.cells import cells, train_config
+    from lpa.experiments.cells import cells, finished_record, train_config
     from lpa.training.base import METHODS
 
     folders = [spec.out_dir, *(Path(p) for p in spec.plan.measured_from)]
@@ -223,12 +260,17 @@ def plan(spec: ExperimentSpec) -> tuple[list[CellWork], list[str]]:
                 parts = [eval_seconds(w, units) for w in selection_work]
                 selection_s = None if None in parts else times * sum(p or 0.0 for p in parts)
         step_s = units.lat_step_s if adversarial else units.plain_step_s
-        answers_s = eval_seconds(evals[key], units)
-        seconds = None
-        if answers_s is not None and selection_s is not None and (steps == 0 or step_s is not None):
-            seconds = steps * (step_s or 0.0) + answers_s + selection_s
-        work.append(CellWork(cell.model, cell.entry.name, "all" if cell.seed is None else str(cell.seed), steps,
-                             adversarial, evals[key].total, selection, seconds))
+        train_s = None if selection_s is None or (steps and step_s is None) else steps * (step_s or 0.0) + selection_s
+        row = CellWork(cell.model, cell.entry.name, "all" if cell.seed is None else str(cell.seed), steps,
+                       adversarial, evals[key].total, selection, train_s, eval_seconds(evals[key], units))
+        record = finished_record(spec, cell, spec.out_dir)
+        if record is not None:
+            cost = record.get("cost") or {}
+            eval_wall = float(cost.get("eval_wall_s") or 0.0)
+            row.done, row.measured_train_s = True, float(cost.get("train_wall_s") or 0.0)
+            # a cell whose selection kept step 0 read the base cell's answers: its few seconds say nothing
+            row.measured_eval_s = eval_wall if eval_wall > 0.5 * (row.eval_s or 0.0) else None
+        work.append(row)
     for model in spec.models:
         units = units_for(spec, model, measured)
         for name in ("lat_step_s", "plain_step_s", "generation_s"):
@@ -259,8 +301,14 @@ def mde_lines(spec: ExperimentSpec) -> list[str]:
     return lines
 
 
+def _hours(seconds: list[float | None]) -> str:
+    """Hours of the given cells, '?' when any is unknown."""
+    return "?" if any(x is None for x in seconds) else f"{sum(x or 0.0 for x in seconds) / 3600:.1f}"
+
+
 def format_plan(spec: ExperimentSpec, work: list[CellWork], notes: list[str]) -> str:
-    """The plan as text: per model x method, the totals, the unit sources and the MDE."""
+    """The plan as text: per model x method, the totals and what is left, the finished cells' measured/planned
+    ratio, the unit sources and the MDE."""
     from lpa.report.tables import markdown_table
 
     grouped: dict[tuple[str, str], list[CellWork]] = defaultdict(list)
@@ -268,25 +316,45 @@ def format_plan(spec: ExperimentSpec, work: list[CellWork], notes: list[str]) ->
         grouped[(w.model, w.method)].append(w)
     body = []
     for (model, method), ws in grouped.items():
-        secs = [w.seconds for w in ws]
-        # any() above rules out None, which mypy does not narrow through a generator
-        known = None if any(s is None for s in secs) else sum(secs)  # type: ignore[arg-type]
-        body.append([model, method, str(len(ws)), str(ws[0].steps), "LAT" if ws[0].adversarial else "-",
-                     f"{ws[0].eval_generations:.0f}", f"{ws[0].selection_generations:.0f}",
-                     "?" if known is None else f"{known / 3600:.1f}"])
+        left = [w.seconds for w in ws if not w.done]
+        body.append([model, method, str(len(ws)), str(sum(w.done for w in ws)), str(ws[0].steps),
+                     "LAT" if ws[0].adversarial else "-", f"{ws[0].eval_generations:.0f}",
+                     f"{ws[0].selection_generations:.0f}", _hours([w.seconds for w in ws]),
+                     _hours(left) if left else "0"])
     total = [w.seconds for w in work]
     known_total = sum(s for s in total if s is not None)
     missing = sum(s is None for s in total)
-    lines = [f"Plan for {spec.name!r}: {len(work)} cells -> {spec.out_dir}",
-             markdown_table(["model", "method", "cells", "steps", "attacker", "answers / eval",
-                             "answers / selection", "hours (all cells)"], body),
+    todo = [w for w in work if not w.done]
+    known_left = sum(w.seconds or 0.0 for w in todo)
+    lines = [f"Plan for {spec.name!r}: {len(work)} cells ({len(work) - len(todo)} finished) -> {spec.out_dir}",
+             markdown_table(["model", "method", "cells", "done", "steps", "attacker", "answers / eval",
+                             "answers / selection", "hours (all cells)", "hours left"], body),
              f"Total: {known_total / 3600:.1f} hours of compute on the measured hardware"
-             + (f", plus {missing} cell(s) with unknown unit times" if missing else "") + ".",
-             "Unit times:", *(f"  - {n}" for n in notes),
-             "Smallest detectable ASR difference (alpha 0.05, power 0.8, two-proportion normal approximation; "
-             "conservative for paired tests):", *(f"  - {line}" for line in mde_lines(spec))]
+             + (f", plus {missing} cell(s) with unknown unit times" if missing else "") + "; "
+             + f"left: {known_left / 3600:.1f} hours for {len(todo)} unfinished cell(s).",
+             *_calibration_lines(work)]
+    lines += ["Unit times:", *(f"  - {n}" for n in notes),
+              "Smallest detectable ASR difference (alpha 0.05, power 0.8, two-proportion normal approximation; "
+              "conservative for paired tests):", *(f"  - {line}" for line in mde_lines(spec))]
     return "\n".join(lines)
 
 
-__all__ = ["CellWork", "SuiteWork", "Units", "eval_seconds", "format_plan", "generated_answers", "measured_units",
+def _calibration_lines(work: list[CellWork]) -> list[str]:
+    """What the finished cells measured against what the plan says for them, and the hours left at those ratios."""
+    cal = calibration(work)
+    if cal.train is None and cal.eval is None:
+        return ["No finished cell has measured its cost yet: the hours above are unit times only (judging and the "
+                "machine's load are not in them)."]
+    parts = []
+    if cal.train is not None:
+        parts.append(f"training + selection {cal.train:.2f}x the plan ({cal.n_train} cell(s))")
+    if cal.eval is not None:
+        parts.append(f"evaluation {cal.eval:.2f}x ({cal.n_eval} cell(s) that computed it)")
+    todo = [w for w in work if not w.done and w.seconds is not None]
+    left = sum(cal.scale(w) for w in todo)
+    return [f"Finished cells measured (cell.json costs): {'; '.join(parts)}. At those ratios the {len(todo)} cell(s) "
+            f"left take about {left / 3600:.1f} hours (ratios from one model carry over to the others only roughly)."]
+
+
+__all__ = ["Calibration", "CellWork", "SuiteWork", "Units", "calibration", "eval_seconds", "format_plan", "generated_answers", "measured_units",
            "mde_lines", "plan", "selection_evaluations", "suite_workload"]
