@@ -56,6 +56,10 @@ def test_every_trained_cell_gets_the_specs_selection_and_the_report_names_the_st
     assert cell_key(spec, sft) != cell_key(without, sft)
     result = run_experiment(spec, progress=False)
     record = next(r for r in result.records if r["method"] == "sft")
+    base_record = next(r for r in result.records if r["method"] == "base")
+    assert base_record["cost"]["eval_resumed"] is False  # computed whole: the plan may calibrate on it
+    # a cell whose selection kept step 0 starts from the base cell's answers: its evaluation is only a part
+    assert record["cost"]["eval_resumed"] is (record["selection"]["step"] == 0)
     sel = record["selection"]
     assert [c["step"] for c in sel["curve"]] == [0, 1, 2] and sel["step"] in (0, 1, 2)
     assert sel["chose_on"][0].startswith("heldout(") and "part=test" in sel["measured_on"][0]
@@ -122,9 +126,10 @@ def test_plan_counts_finished_cells_and_scales_what_is_left_by_their_measured_co
     assert "(0 finished)" in text and "No finished cell has measured its cost yet" in text
     base_cell = next(c for c in cells(spec) if not c.entry.trains)
     sft_cell = next(c for c in cells(spec) if c.entry.trains and c.seed == 0)
-    # base took 4x its planned 1.5 s; sft seed 0 trained in 2x its plan and read the base cell's answers
+    # base took 4x its planned 1.5 s; sft seed 0 trained in 2x its plan and resumed its evaluation (a part timed)
     records = [(base_cell, {"train_wall_s": 0.0, "eval_wall_s": 6.0}),
-               (sft_cell, {"train_wall_s": 2 * (2 * 10.0 * 0.35 + 30 * 0.5), "eval_wall_s": 0.01})]
+               (sft_cell, {"train_wall_s": 2 * (2 * 10.0 * 0.35 + 30 * 0.5), "eval_wall_s": 90.0,
+                           "eval_resumed": True})]
     for cell, cost in records:
         folder = cell.folder(spec.out_dir)
         folder.mkdir(parents=True)

@@ -245,6 +245,8 @@ def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = T
             # the base model itself, starting from the baseline cell's answers when they exist.
             adapter = None
             reuse_baseline_answers(spec, cell, root)
+    # answers already on disk (a resumed run, or the base cell's) make this run's wall time a part of the whole
+    cost["eval_resumed"] = any((folder / "eval").glob("generations.jsonl*"))
     start = time.perf_counter()
     results = evaluate(suite_for(spec, cell.entry), cell.model, adapter=adapter, out_dir=folder / "eval",
                        device=spec.device, progress=progress)

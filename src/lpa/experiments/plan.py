@@ -268,8 +268,10 @@ def plan(spec: ExperimentSpec) -> tuple[list[CellWork], list[str]]:
             cost = record.get("cost") or {}
             eval_wall = float(cost.get("eval_wall_s") or 0.0)
             row.done, row.measured_train_s = True, float(cost.get("train_wall_s") or 0.0)
-            # a cell whose selection kept step 0 read the base cell's answers: its few seconds say nothing
-            row.measured_eval_s = eval_wall if eval_wall > 0.5 * (row.eval_s or 0.0) else None
+            # a resumed evaluation timed only its last part; one whose selection kept step 0 read the base cell's
+            # answers (cells finished before 'eval_resumed' was recorded: only its few seconds tell)
+            partial = cost.get("eval_resumed") or eval_wall <= 0.5 * (row.eval_s or 0.0)
+            row.measured_eval_s = None if partial else eval_wall
         work.append(row)
     for model in spec.models:
         units = units_for(spec, model, measured)
