@@ -182,6 +182,7 @@ def test_a_utility_bound_finer_than_one_question_is_warned_once(caplog):
         SelectionSettings(enabled=True, utility_n=24, rule={"max_utility_drop": 0.02})
         SelectionSettings(enabled=True, utility_n=24, rule={"max_utility_drop": 0.05})  # one question = 0.042: fine
         SelectionSettings(enabled=False, utility_n=10, rule={"max_utility_drop": 0.02})  # selection off: silent
+        SelectionSettings(enabled=True)  # the defaults never let a single question decide
     warned = [r.getMessage() for r in caplog.records if "finer than one" in r.getMessage()]
     assert len(warned) == 1 and "24 utility questions (0.042)" in warned[0]
 
