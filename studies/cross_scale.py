@@ -1,5 +1,6 @@
 """One table across scales from finished study folders: ASR per attack, over-refusal, utility and template
-answers, with each method's paired difference against the base model of the same study.
+answers and the step each trained cell reports, with each method's paired difference against the base model of
+the same study, and against a reference method (sft by default) in a second table.
 
 Usage: python studies/cross_scale.py results/scale-1.5b results/redteam results/scale [--judge cascade]
        [--benchmark harmbench] [--methods base,lpa,sft,lat-harmful,lat-harmful-4,refusal-sft] [--out FILE.md]
@@ -23,6 +24,7 @@ from typing import Any
 
 from lpa.errors import LpaError
 from lpa.eval.stats import load_outcomes, pooled_paired_rows
+from lpa.experiments.aggregate import kept_steps
 
 ATTACKS = ("direct", "prefill", "template", "in-the-wild", "pair", "tap", "crescendo")
 
@@ -60,46 +62,73 @@ def _paired(base: dict[str, Any], seeds: list[dict[str, Any]], cell: tuple[str, 
     return rows[0] if len(rows) == 1 else None
 
 
-def cross_scale_table(folders: list[Path], judge: str, benchmark: str, methods: list[str]) -> str:
+def _against(studies: list[list[dict[str, Any]]], model: str, method: str, reference: str,
+             columns: list[tuple[str, str, str, str]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Per column: the method's mean over seeds and its paired difference against ``reference`` (one cell of the
+    same study), with the seed records used."""
+    texts, used = [], []
+    for cell in columns:
+        records = _study_for(studies, model, cell)
+        ref = [r for r in records if r["model"] == model and r["method"] == reference and _values(r, *cell)]
+        seeds = [r for r in records if r["model"] == model and r["method"] == method and _values(r, *cell)]
+        if not seeds or len(ref) != 1:
+            texts.append("–")
+            continue
+        used += seeds
+        text = f"{statistics.mean(v for s in seeds for v in _values(s, *cell)):.2f}"
+        if method != reference and (row := _paired(ref[0], seeds, cell)) is not None:
+            text += f" ({row['diff']:+.2f}, p {row['perm_p']:.2g})"
+        texts.append(text)
+    return texts, used
+
+
+def cross_scale_table(folders: list[Path], judge: str, benchmark: str, methods: list[str],
+                      reference: str | None = "sft") -> str:
     studies = [_cells(f) for f in folders]
     models = list(dict.fromkeys(r["model"] for records in studies for r in records))
     columns = [(benchmark, a, judge, "asr") for a in ATTACKS] + [("xstest", "direct", judge, "refusal_rate")]
     columns = [c for c in columns if any(_study_for(studies, m, c) for m in models)]
-    header = ["model", "method", *[("refusal XSTest-safe" if c[3] == "refusal_rate" else f"ASR {c[1]}") for c in columns],
-              "MMLU loglik / gen", "template answers (max)"]
+    names = [("refusal XSTest-safe" if c[3] == "refusal_rate" else f"ASR {c[1]}") for c in columns]
+    header = ["model", "method", "kept step", *names, "MMLU loglik / gen", "template answers (max)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    versus = ["| " + " | ".join(["model", "method", *names]) + " |", "|" + "---|" * (len(names) + 2)]
     sources: dict[str, set[str]] = defaultdict(set)
     for model in models:
         for method in methods:
-            texts, used = [], []
-            for cell in columns:
-                records = _study_for(studies, model, cell)
-                base = next((r for r in records if r["model"] == model and r["method"] == "base"), None)
-                seeds = [r for r in records if r["model"] == model and r["method"] == method and _values(r, *cell)]
-                if not seeds or base is None:
-                    texts.append("–")
-                    continue
-                used += seeds
-                mean = statistics.mean(v for s in seeds for v in _values(s, *cell))
-                text = f"{mean:.2f}"
-                if method != "base" and (row := _paired(base, seeds, cell)) is not None:
-                    text += f" ({row['diff']:+.2f}, p {row['perm_p']:.2g})"
-                texts.append(text)
-                sources[f"{model} · {method}"].add(f"{cell[1]}: {seeds[0]['_study']} seed(s) "
-                                                   f"{','.join(str(s['seed']) for s in seeds)}")
+            texts, used = _against(studies, model, method, "base", columns)
             if not used:
                 continue
+            for cell in columns:
+                seeds = [r for r in _study_for(studies, model, cell)
+                         if r["model"] == model and r["method"] == method and _values(r, *cell)]
+                if seeds:
+                    sources[f"{model} · {method}"].add(f"{cell[1]}: {seeds[0]['_study']} seed(s) "
+                                                       f"{','.join(str(s['seed']) for s in seeds)}")
+            unique = list({id(r): r for r in used}.values())
             mmlu = []
             for how in ("loglik", "generate"):
-                values = [v for s in {id(r): r for r in used}.values() for v in _values(s, "mmlu", "-", how, "accuracy")]
+                values = [v for s in unique for v in _values(s, "mmlu", "-", how, "accuracy")]
                 mmlu.append(f"{statistics.mean(values):.2f}" if values else "–")
             leaks = [float(r["value"]) for s in used for r in s["rows"] if r["metric"] == "template_leak_rate"
                      and r.get("value") is not None]
-            lines.append("| " + " | ".join([model, method, *texts, " / ".join(mmlu),
+            # one value per distinct step: the same seed may come from two studies
+            step = "–" if method == "base" else "/".join(dict.fromkeys(
+                kept_steps(unique).get((model, method), "–").split("/")))
+            lines.append("| " + " | ".join([model, method, step, *texts, " / ".join(mmlu),
                                             f"{max(leaks):.2f}" if leaks else "–"]) + " |")
+            if reference and method not in ("base", reference):
+                ref_texts, ref_used = _against(studies, model, method, reference, columns)
+                if ref_used:
+                    versus.append("| " + " | ".join([model, f"{method} vs {reference}", *ref_texts]) + " |")
     notes = [f"Judge {judge}; harmful attacks on {benchmark}, over-refusal on XSTest-safe; a cell is the mean over "
-             "seeds, with (difference vs the same study's base, seeds pooled by behaviour; sign-flip p).", "", "Sources:"]
-    notes += [f"- {k}: {'; '.join(sorted(v))}" for k, v in sources.items()]
+             "seeds, with (difference vs the same study's base, seeds pooled by behaviour; sign-flip p). Kept step: "
+             "the checkpoint-selection choice ('no window': the rule kept the model before training), else the steps "
+             "trained ('<N (guard)': the collapse guard stopped at step N and kept its last good check); seeds "
+             "'/'-joined."]
+    if reference and len(versus) > 2:
+        notes += ["", f"Against {reference} (the same statements without the attacker), paired the same way:", "",
+                  *versus]
+    notes += ["", "Sources:", *(f"- {k}: {'; '.join(sorted(v))}" for k, v in sources.items())]
     return "\n".join(lines) + "\n\n" + "\n".join(notes)
 
 
@@ -109,12 +138,13 @@ def main() -> None:
     parser.add_argument("--judge", default="cascade")
     parser.add_argument("--benchmark", default="harmbench")
     parser.add_argument("--methods", default="base,lpa,sft,lat-harmful,lat-harmful-4,refusal-sft")
+    parser.add_argument("--reference", default="sft", help="Second comparison (empty: none).")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     empty = [str(f) for f in args.folders if not any(f.glob("*/*/seed-*/cell.json"))]
     if empty:
         parser.error(f"no finished cell (*/*/seed-*/cell.json) under {', '.join(empty)}")
-    text = cross_scale_table(args.folders, args.judge, args.benchmark, args.methods.split(","))
+    text = cross_scale_table(args.folders, args.judge, args.benchmark, args.methods.split(","), args.reference or None)
     if args.out:
         args.out.write_text(text + "\n")
     print(text)

@@ -196,6 +196,7 @@ def test_a_cell_whose_rule_keeps_step_0_is_the_base_model_and_reuses_its_answers
     sft = next(r for r in result.records if r["method"] == "sft")
     base = next(r for r in result.records if r["method"] == "base")
     assert sft["selection"]["step"] == 0 and sft["adapter"] is None and sft["identity"]["adapter"] is None
+    assert "| sft | 0 (no window) |" in result.report.read_text()  # the glance table says why step 0
     values = lambda record: sorted((r["benchmark"], r["attack"], r["judge"], r["metric"], r["value"])  # noqa: E731
                                    for r in record["rows"])
     assert values(sft) == values(base)

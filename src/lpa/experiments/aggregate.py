@@ -82,7 +82,7 @@ def glance_table(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], record
     refusal_keys = sorted({(r["benchmark"], r["attack"]) for r in summary
                            if r["metric"] == "refusal_rate" and r["judge"] == judge and r["attack"] == "direct"})
     utility_keys = sorted({(r["benchmark"], r["judge"]) for r in summary if r["metric"] == "accuracy"})
-    kept = _kept_steps(records)
+    kept = kept_steps(records)
     body = []
     for model in spec.models:
         for entry in spec.methods:
@@ -109,15 +109,17 @@ def glance_table(spec: ExperimentSpec, summary: Sequence[dict[str, Any]], record
     return note + "\n\n" + markdown_table(header, body)
 
 
-def _kept_steps(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], str]:
-    """(model, method) -> the step each seed reports, "/"-joined in seed order: the selected step, else the
-    steps trained, or "<N (guard)" when the collapse guard stopped the run at N and rolled back to its last good check."""
+def kept_steps(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """(model, method) -> the step each seed reports, "/"-joined in seed order: the selected step ("0 (no window)"
+    when the rule kept the model before training), else the steps trained, or "<N (guard)" when the collapse guard
+    stopped the run at N and rolled back to its last good check."""
     steps: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
     for r in records:
         cost = r.get("cost") or {}
-        step = (r.get("selection") or {}).get("step")
+        selection = r.get("selection") or {}
+        step = selection.get("step")
         if step is not None:
-            text = str(step)
+            text = str(step) if selection.get("selective_window", True) else f"{step} (no window)"
         elif r.get("seed") == "all" or not cost.get("steps_done"):
             text = "0"
         else:
