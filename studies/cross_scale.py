@@ -25,6 +25,7 @@ from typing import Any
 from lpa.errors import LpaError
 from lpa.eval.stats import load_outcomes, pooled_paired_rows
 from lpa.experiments.aggregate import kept_steps
+from lpa.experiments.power import min_detectable_difference
 
 ATTACKS = ("direct", "prefill", "template", "in-the-wild", "pair", "tap", "crescendo")
 
@@ -82,6 +83,25 @@ def _against(studies: list[list[dict[str, Any]]], model: str, method: str, refer
     return texts, used
 
 
+def _mde_notes(studies: list[list[dict[str, Any]]], models: list[str], benchmark: str, judge: str) -> list[str]:
+    """Per model: n harmful requests of the direct column, and the MDE with one seed and with LPA's seeds pooled."""
+    out = []
+    cell = (benchmark, "direct", judge, "asr")
+    for model in models:
+        records = _study_for(studies, model, cell)
+        n = next((int(r["n"]) for rec in records if rec["model"] == model and rec["method"] == "base"
+                  for r in rec["rows"] if (r["benchmark"], r["attack"], r["judge"], r["metric"]) == cell
+                  and r.get("n")), 0)
+        seeds = len({rec["seed"] for rec in records if rec["model"] == model and rec["method"] == "lpa"
+                     and _values(rec, *cell)})
+        if n:
+            text = f"{model} n = {n}: {min_detectable_difference(n):.2f} one seed"
+            if seeds > 1:
+                text += f", {min_detectable_difference(n * seeds):.2f} over LPA's {seeds} seeds"
+            out.append(text)
+    return out
+
+
 def cross_scale_table(folders: list[Path], judge: str, benchmark: str, methods: list[str],
                       reference: str | None = "sft") -> str:
     studies = [_cells(f) for f in folders]
@@ -125,6 +145,8 @@ def cross_scale_table(folders: list[Path], judge: str, benchmark: str, methods: 
              "the checkpoint-selection choice ('no window': the rule kept the model before training), else the steps "
              "trained ('<N (guard)': the collapse guard stopped at step N and kept its last good check); seeds "
              "'/'-joined."]
+    notes += ["", "Smallest detectable ASR difference on the direct column (alpha 0.05, power 0.8, two proportions; "
+              "conservative for these paired tests): " + "; ".join(_mde_notes(studies, models, benchmark, judge))]
     if reference and len(versus) > 2:
         notes += ["", f"Against {reference} (the same statements without the attacker), paired the same way:", "",
                   *versus]
