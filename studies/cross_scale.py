@@ -7,9 +7,9 @@ Usage: python studies/cross_scale.py results/scale-1.5b results/redteam results/
 
 Reads every finished cell (``*/*/seed-*/cell.json`` and its ``eval/outcomes.jsonl(.gz)``) under each folder,
 whatever spec ran it (cells run with ``--set eval.attacks=...`` included); no model, no recomputation.
-For each model and attack, one study supplies every method: the first folder listed whose base cell has
-that attack, so a difference is always paired with the base model's answers from the same engine and
-prompts.  Differences: per behaviour the seeds' mean outcome minus the base's, sign-flip p
+For each model and attack, one study supplies every method: the folder whose base cell has that attack and
+that has it for the most methods (the first listed on a tie), so a difference is always paired with the base
+model's answers from the same engine and prompts.  Differences: per behaviour the seeds' mean outcome minus the base's, sign-flip p
 (:func:`lpa.eval.stats.pooled_paired_rows`).  Footnotes name the study and the seeds behind each cell.
 """
 
@@ -19,6 +19,7 @@ import argparse
 import json
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,21 @@ def _values(record: dict[str, Any], bench: str, attack: str, judge: str, metric:
             == (bench, attack, judge, metric) and r.get("value") is not None]
 
 
-def _study_for(studies: list[list[dict[str, Any]]], model: str, cell: tuple[str, str, str, str]) -> list[dict[str, Any]]:
-    """The records of the first study whose base cell of ``model`` measured ``cell``; empty when none did."""
+def _study_for(studies: list[list[dict[str, Any]]], model: str, cell: tuple[str, str, str, str],
+               methods: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The records of the study whose base cell of ``model`` measured ``cell`` and that measured it for the most
+    of the table's ``methods`` (the first listed on a tie), so one study's base pairs every method; empty when
+    none did."""
+    best: list[dict[str, Any]] = []
+    best_methods = 0
     for records in studies:
-        if any(r["model"] == model and r["method"] == "base" and _values(r, *cell) for r in records):
-            return records
-    return []
+        if not any(r["model"] == model and r["method"] == "base" and _values(r, *cell) for r in records):
+            continue
+        measured = {r["method"] for r in records if r["model"] == model and _values(r, *cell)}
+        count = len(measured & set(methods)) if methods else len(measured)
+        if count > best_methods:
+            best, best_methods = records, count
+    return best
 
 
 def _paired(base: dict[str, Any], seeds: list[dict[str, Any]], cell: tuple[str, str, str, str]) -> dict[str, Any] | None:
@@ -64,12 +74,12 @@ def _paired(base: dict[str, Any], seeds: list[dict[str, Any]], cell: tuple[str, 
 
 
 def _against(studies: list[list[dict[str, Any]]], model: str, method: str, reference: str,
-             columns: list[tuple[str, str, str, str]]) -> tuple[list[str], list[dict[str, Any]]]:
+             columns: list[tuple[str, str, str, str]], methods: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
     """Per column: the method's mean over seeds and its paired difference against ``reference`` (one cell of the
     same study), with the seed records used."""
     texts, used = [], []
     for cell in columns:
-        records = _study_for(studies, model, cell)
+        records = _study_for(studies, model, cell, methods)
         ref = [r for r in records if r["model"] == model and r["method"] == reference and _values(r, *cell)]
         seeds = [r for r in records if r["model"] == model and r["method"] == method and _values(r, *cell)]
         if not seeds or len(ref) != 1:
@@ -83,12 +93,13 @@ def _against(studies: list[list[dict[str, Any]]], model: str, method: str, refer
     return texts, used
 
 
-def _mde_notes(studies: list[list[dict[str, Any]]], models: list[str], benchmark: str, judge: str) -> list[str]:
+def _mde_notes(studies: list[list[dict[str, Any]]], models: list[str], benchmark: str, judge: str,
+               methods: Sequence[str]) -> list[str]:
     """Per model: n harmful requests of the direct column, and the MDE with one seed and with LPA's seeds pooled."""
     out = []
     cell = (benchmark, "direct", judge, "asr")
     for model in models:
-        records = _study_for(studies, model, cell)
+        records = _study_for(studies, model, cell, methods)
         n = next((int(r["n"]) for rec in records if rec["model"] == model and rec["method"] == "base"
                   for r in rec["rows"] if (r["benchmark"], r["attack"], r["judge"], r["metric"]) == cell
                   and r.get("n")), 0)
@@ -115,11 +126,11 @@ def cross_scale_table(folders: list[Path], judge: str, benchmark: str, methods: 
     sources: dict[str, set[str]] = defaultdict(set)
     for model in models:
         for method in methods:
-            texts, used = _against(studies, model, method, "base", columns)
+            texts, used = _against(studies, model, method, "base", columns, methods)
             if not used:
                 continue
             for cell in columns:
-                seeds = [r for r in _study_for(studies, model, cell)
+                seeds = [r for r in _study_for(studies, model, cell, methods)
                          if r["model"] == model and r["method"] == method and _values(r, *cell)]
                 if seeds:
                     sources[f"{model} · {method}"].add(f"{cell[1]}: {seeds[0]['_study']} seed(s) "
@@ -137,7 +148,7 @@ def cross_scale_table(folders: list[Path], judge: str, benchmark: str, methods: 
             lines.append("| " + " | ".join([model, method, step, *texts, " / ".join(mmlu),
                                             f"{max(leaks):.2f}" if leaks else "–"]) + " |")
             if reference and method not in ("base", reference):
-                ref_texts, ref_used = _against(studies, model, method, reference, columns)
+                ref_texts, ref_used = _against(studies, model, method, reference, columns, methods)
                 if ref_used:
                     versus.append("| " + " | ".join([model, f"{method} vs {reference}", *ref_texts]) + " |")
     notes = [f"Judge {judge}; harmful attacks on {benchmark}, over-refusal on XSTest-safe; a cell is the mean over "
@@ -146,7 +157,7 @@ def cross_scale_table(folders: list[Path], judge: str, benchmark: str, methods: 
              "trained ('<N (guard)': the collapse guard stopped at step N and kept its last good check); seeds "
              "'/'-joined."]
     notes += ["", "Smallest detectable ASR difference on the direct column (alpha 0.05, power 0.8, two proportions; "
-              "conservative for these paired tests): " + "; ".join(_mde_notes(studies, models, benchmark, judge))]
+              "conservative for these paired tests): " + "; ".join(_mde_notes(studies, models, benchmark, judge, methods))]
     if reference and len(versus) > 2:
         notes += ["", f"Against {reference} (the same statements without the attacker), paired the same way:", "",
                   *versus]
