@@ -74,10 +74,11 @@ def _paired(base: dict[str, Any], seeds: list[dict[str, Any]], cell: tuple[str, 
 
 
 def _against(studies: list[list[dict[str, Any]]], model: str, method: str, reference: str,
-             columns: list[tuple[str, str, str, str]], methods: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
+             columns: list[tuple[str, str, str, str]],
+             methods: Sequence[str]) -> tuple[list[str], list[dict[str, Any]], set[str]]:
     """Per column: the method's mean over seeds and its paired difference against ``reference`` (one cell of the
-    same study), with the seed records used."""
-    texts, used = [], []
+    same study); the seed records used, and per column the study and seeds behind it."""
+    texts, used, sources = [], [], set()
     for cell in columns:
         records = _study_for(studies, model, cell, methods)
         ref = [r for r in records if r["model"] == model and r["method"] == reference and _values(r, *cell)]
@@ -86,11 +87,12 @@ def _against(studies: list[list[dict[str, Any]]], model: str, method: str, refer
             texts.append("–")
             continue
         used += seeds
+        sources.add(f"{cell[1]}: {seeds[0]['_study']} seed(s) {','.join(str(r['seed']) for r in seeds)}")
         text = f"{statistics.mean(v for s in seeds for v in _values(s, *cell)):.2f}"
         if method != reference and (row := _paired(ref[0], seeds, cell)) is not None:
             text += f" ({row['diff']:+.2f}, p {row['perm_p']:.2g})"
         texts.append(text)
-    return texts, used
+    return texts, used, sources
 
 
 def _mde_notes(studies: list[list[dict[str, Any]]], models: list[str], benchmark: str, judge: str,
@@ -126,15 +128,10 @@ def cross_scale_table(folders: list[Path], judge: str, benchmark: str, methods: 
     sources: dict[str, set[str]] = defaultdict(set)
     for model in models:
         for method in methods:
-            texts, used = _against(studies, model, method, "base", columns, methods)
+            texts, used, cell_sources = _against(studies, model, method, "base", columns, methods)
             if not used:
                 continue
-            for cell in columns:
-                seeds = [r for r in _study_for(studies, model, cell, methods)
-                         if r["model"] == model and r["method"] == method and _values(r, *cell)]
-                if seeds:
-                    sources[f"{model} · {method}"].add(f"{cell[1]}: {seeds[0]['_study']} seed(s) "
-                                                       f"{','.join(str(s['seed']) for s in seeds)}")
+            sources[f"{model} · {method}"] |= cell_sources
             unique = list({id(r): r for r in used}.values())
             mmlu = []
             for how in ("loglik", "generate"):
@@ -148,7 +145,7 @@ def cross_scale_table(folders: list[Path], judge: str, benchmark: str, methods: 
             lines.append("| " + " | ".join([model, method, step, *texts, " / ".join(mmlu),
                                             f"{max(leaks):.2f}" if leaks else "–"]) + " |")
             if reference and method not in ("base", reference):
-                ref_texts, ref_used = _against(studies, model, method, reference, columns, methods)
+                ref_texts, ref_used, _ = _against(studies, model, method, reference, columns, methods)
                 if ref_used:
                     versus.append("| " + " | ".join([model, f"{method} vs {reference}", *ref_texts]) + " |")
     notes = [f"Judge {judge}; harmful attacks on {benchmark}, over-refusal on XSTest-safe; a cell is the mean over "
