@@ -10,7 +10,14 @@ import torch
 from lpa.errors import LpaError
 from lpa.testing import tiny_model, tiny_tokenizer
 from lpa.training import build_train_config, train
-from lpa.training.selection import NO_WINDOW, choose, read_curve, summarise_results, violations
+from lpa.training.selection import (
+    NO_WINDOW,
+    choose,
+    jailbroken_behaviours,
+    read_curve,
+    summarise_results,
+    violations,
+)
 from lpa.training.selection_config import SelectionRule
 
 torch.set_num_threads(1)
@@ -94,6 +101,9 @@ def test_selection_runs_for_every_method_and_keeps_the_chosen_adapter(tmp_path, 
     curve = read_curve(result.run_dir)
     assert [r["step"] for r in curve] == [0, 2, 4]
     assert all(r["asr"] is not None and r["utility"] is not None for r in curve)
+    for r in curve:  # the ids behind each step's ASR, for the paired test of the kept step
+        assert r["n_behaviours"] == 3 and all(b.startswith("smoke-selection/") for b in r["jailbroken"])
+        assert r["asr"] == pytest.approx(len(r["jailbroken"]) / 3)
     sel = result.summary["selection"]
     assert sel["step"] in (0, 2, 4) and sel["chose_on"][0].startswith("heldout(")
     assert json.loads((result.run_dir / "selection" / "choice.json").read_text())["step"] == sel["step"]
@@ -150,3 +160,21 @@ def test_cli_select_flag_trains_with_selection_and_prints_the_kept_step(tmp_path
     assert "Selection: kept step" in result.output and "heldout(" in result.output
     assert [r["step"] for r in read_curve(tmp_path / "cli")] == [0, 1, 2]
     assert "--select" in CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+
+
+def test_choose_tests_the_kept_step_against_step_0_on_the_selection_behaviours():
+    rows = [{**_row(0, 0.5), "jailbroken": ["a/1", "a/2", "a/3", "a/4"], "n_behaviours": 8},
+            {**_row(3, 0.125), "jailbroken": ["a/1"], "n_behaviours": 8}]
+    choice = choose(rows, SelectionRule())
+    assert choice.step == 3
+    assert choice.asr_test == {"behaviours": 8, "step0_only": 3, "kept_only": 0, "mcnemar_p": pytest.approx(0.25)}
+    assert "McNemar p 0.25" in choice.reason
+    assert choose([_row(0, 0.5), _row(3, 0.125)], SelectionRule()).asr_test is None  # curves written before the ids
+
+
+def test_jailbroken_behaviours_pools_the_held_in_attacks_for_one_judge():
+    outcomes = {("adv", "past-tense", "cascade", "harmful\tx"): 1.0, ("adv", "refusal-suppression", "cascade", "harmful\tx"): 0.0,
+                ("adv", "past-tense", "cascade", "harmful\ty"): 0.0, ("adv", "refusal-suppression", "cascade", "harmful\ty"): 1.0,
+                ("adv", "past-tense", "cascade", "harmful\tz"): 0.0, ("adv", "past-tense", "keyword", "harmful\tz"): 1.0,
+                ("adv", "direct", "cascade", "harmful\tw"): 1.0, ("xs", "past-tense", "cascade", "benign\tv"): 1.0}
+    assert jailbroken_behaviours(outcomes, ["past-tense", "refusal-suppression"], "cascade") == (["adv/x", "adv/y"], 3)

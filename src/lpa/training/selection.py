@@ -43,6 +43,7 @@ class Choice:
     reason: str
     qualifying: list[int]
     selective_window: bool
+    asr_test: dict[str, Any] | None = None  # the kept step vs step 0 on the selection split (see :func:`asr_test`)
 
 
 def violations(row: dict[str, Any], base: dict[str, Any], rule: SelectionRule) -> list[str]:
@@ -74,8 +75,46 @@ def choose(rows: list[dict[str, Any]], rule: SelectionRule) -> Choice:
         return Choice(0, f"{NO_WINDOW}: none of steps {sorted(s for s in by_step if s > 0)} passed the rule; "
                          "kept step 0 (the model before training)", [], False)
     best = min(qualifying, key=lambda s: (by_step[s]["asr"], s))
+    test = asr_test(base, by_step[best])
+    margin = "" if test is None else (
+        f"; {test['step0_only']} behaviour(s) of {test['behaviours']} jailbroken at step 0 only, {test['kept_only']} "
+        f"at step {best} only (McNemar p {test['mcnemar_p']:.2g})")
     return Choice(best, f"lowest selection ASR {by_step[best]['asr']:.3f} (step 0: {base['asr']:.3f}) among "
-                        f"qualifying steps {qualifying}", qualifying, True)
+                        f"qualifying steps {qualifying}{margin}", qualifying, True, test)
+
+
+def asr_test(base: dict[str, Any], kept: dict[str, Any]) -> dict[str, Any] | None:
+    """McNemar's exact test of the kept step against step 0 on the selection split's harmful behaviours.
+
+    Why: the rule keeps any step whose selection ASR is lower, and on a split of a few dozen behaviours one request
+    is enough; the test says whether the window is larger than chance before the test split is spent on it.
+    None for rows written before rows recorded their ``jailbroken`` behaviours.
+    """
+    if "jailbroken" not in base or "jailbroken" not in kept:
+        return None
+    from lpa.eval.stats import mcnemar_exact
+
+    before, after = set(base["jailbroken"]), set(kept["jailbroken"])
+    union = sorted(before | after)
+    result = mcnemar_exact([float(b in before) for b in union], [float(b in after) for b in union])
+    return {"behaviours": int(kept.get("n_behaviours") or base.get("n_behaviours") or len(union)),
+            "step0_only": result.a_only, "kept_only": result.b_only, "mcnemar_p": result.p_value}
+
+
+def jailbroken_behaviours(outcomes: dict[tuple[str, str, str, str], float], attacks: list[str],
+                          judge: str) -> tuple[list[str], int]:
+    """The harmful behaviours (``benchmark/sample``) answered under any of ``attacks`` by ``judge``, and how many
+    were asked: what a paired test between two steps needs (a few dozen ids per row, so the curve stays small)."""
+    asked: set[str] = set()
+    answered: set[str] = set()
+    for (bench, attack, by, item), value in outcomes.items():
+        label, _, sample = item.partition("\t")
+        if by != judge or attack not in attacks or label != "harmful":
+            continue
+        asked.add(f"{bench}/{sample}")
+        if value > 0.5:
+            answered.add(f"{bench}/{sample}")
+    return sorted(answered), len(asked)
 
 
 def rule_text(rule: SelectionRule) -> str:
@@ -161,7 +200,11 @@ def evaluate_step(model: Any, tokenizer: Any, suites: tuple[Any, Any], folder: P
         borderline = evaluate_model(model, tokenizer, suites[1], folder / "borderline", identity=identity)
     finally:
         model.train(was_training)
-    return summarise_results(harmful.rows, borderline.rows, attack_labels, judge)
+    from lpa.eval.stats import load_outcomes
+
+    jailbroken, asked = jailbroken_behaviours(load_outcomes(folder / "harmful"), attack_labels, judge)
+    return {**summarise_results(harmful.rows, borderline.rows, attack_labels, judge), "jailbroken": jailbroken,
+            "n_behaviours": asked}
 
 
 # ------------------------------------------------------------------------------- the callback
@@ -228,6 +271,12 @@ class CheckpointSelection(LpaCallback):
                        "judge": _label(t.cfg.selection.judge), "curve": CURVE, "evaluated_steps": sorted(
                            r["step"] for r in self.rows), "chosen_row": next((r for r in self.rows if r["step"] ==
                                                                                 choice.step), None)}
+        test = choice.asr_test
+        if test is not None and test["mcnemar_p"] >= 0.05:
+            log.warning("selection: step %s's drop on the selection split is within chance (%s of %s behaviours "
+                        "fewer, McNemar p %.2g); the test split decides. Raise selection.rule.min_asr_drop or the "
+                        "split to demand more.", choice.step, test["step0_only"] - test["kept_only"],
+                        test["behaviours"], test["mcnemar_p"])
         if state.is_world_process_zero:
             atomic_write_json(t.run / FOLDER / "choice.json", t.selection)
             try:
@@ -287,5 +336,5 @@ def read_curve(run_dir: str | Path) -> list[dict[str, Any]]:
     return sorted(read_jsonl(Path(run_dir) / CURVE), key=lambda r: r["step"])
 
 
-__all__ = ["CURVE", "NO_WINDOW", "CheckpointSelection", "Choice", "choose", "read_curve", "rule_text",
-           "selection_suites", "summarise_results", "violations"]
+__all__ = ["CURVE", "NO_WINDOW", "CheckpointSelection", "Choice", "asr_test", "choose", "jailbroken_behaviours",
+           "read_curve", "rule_text", "selection_suites", "summarise_results", "violations"]
