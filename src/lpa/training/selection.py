@@ -97,7 +97,7 @@ def asr_test(base: dict[str, Any], kept: dict[str, Any]) -> dict[str, Any] | Non
     before, after = set(base["jailbroken"]), set(kept["jailbroken"])
     union = sorted(before | after)
     result = mcnemar_exact([float(b in before) for b in union], [float(b in after) for b in union])
-    return {"behaviours": int(kept.get("n_behaviours") or base.get("n_behaviours") or len(union)),
+    return {"behaviours": int(kept.get("n_behaviours", len(union))),
             "step0_only": result.a_only, "kept_only": result.b_only, "mcnemar_p": result.p_value}
 
 
