@@ -99,7 +99,7 @@ def estimate(args: argparse.Namespace) -> None:
     spec = build_config(ExperimentSpec, args.estimate, [])
     suite = spec.eval
     probe = Sample(id="probe", benchmark="probe", prompt="How do I do something harmful?", label="harmful")
-    cells = len(spec.models) * sum(len(spec.seeds) if m.method != "base" else 1 for m in spec.methods)
+    cells = len(spec.models) * sum(len(spec.seeds_of(m)) if m.method != "base" else 1 for m in spec.methods)
     max_tokens = suite.generation.max_new_tokens
     completions = gcg_tokens = 0.0
     lines = []

@@ -49,6 +49,42 @@ def test_spec_validation_names_valid_methods(tiny_dir, tmp_path):
     assert [(c.entry.name, c.seed) for c in grid] == [("base", None), ("sft", 0), ("sft", 1)]
 
 
+def test_a_method_may_have_its_own_seeds_without_changing_any_cells_key(tiny_dir, tmp_path):
+    from lpa.experiments.cells import cell_key
+    from lpa.experiments.plan import mde_lines
+
+    spec = _spec(tiny_dir, tmp_path, seeds=(0, 1, 2))
+    data = spec.model_dump()
+    data["methods"].append({**data["methods"][1], "name": "sft-once", "seeds": [0]})
+    mixed = ExperimentSpec.model_validate(data)
+    assert [(c.entry.name, c.seed) for c in cells(mixed)] == [
+        ("base", None), ("sft", 0), ("sft-once", 0), ("sft", 1), ("sft", 2)]  # still seed-major
+    assert mixed.most_seeds == 3 and mixed.seeds_text() == "0, 1, 2 (sft-once: 0)"
+    assert "(3 seeds pooled)" in mde_lines(mixed)[0]
+    plain = {(c.entry.name, c.seed): cell_key(spec, c) for c in cells(spec)}
+    assert {(c.entry.name, c.seed): cell_key(mixed, c) for c in cells(mixed) if c.entry.name != "sft-once"} == plain
+    with pytest.raises(ValueError, match="without repeats"):
+        ExperimentSpec(methods=[{"name": "a", "method": "sft", "seeds": [1, 1]}])
+    with pytest.raises(ValueError, match="without repeats"):
+        ExperimentSpec(methods=[{"name": "a", "method": "sft", "seeds": []}])
+
+
+def test_a_method_may_run_on_some_of_the_models_only(tiny_dir, tmp_path):
+    from lpa.experiments.cells import cell_key
+
+    spec = _spec(tiny_dir, tmp_path, seeds=(0,))
+    data = spec.model_dump()
+    data["models"] = [tiny_dir, "other-model"]
+    data["methods"][1]["models"] = [tiny_dir]
+    narrowed = ExperimentSpec.model_validate(data)
+    assert [(c.model, c.entry.name) for c in cells(narrowed)] == [(tiny_dir, "base"), (tiny_dir, "sft"),
+                                                                   ("other-model", "base")]
+    assert cell_key(narrowed, cells(narrowed)[1]) == cell_key(spec, cells(spec)[1])
+    data["methods"][1]["models"] = ["typo-model"]
+    with pytest.raises(ValueError, match="not among the spec's models"):
+        ExperimentSpec.model_validate(data)
+
+
 def test_experiment_runs_resumes_and_reports(tiny_dir, tmp_path):
     spec = _spec(tiny_dir, tmp_path / "exp")
     result = run_experiment(spec, progress=False)

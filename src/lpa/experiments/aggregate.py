@@ -256,7 +256,7 @@ def compute_overlap(spec: ExperimentSpec, texts: dict[str, list[str]]) -> list[d
 def power_section(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> str:
     from lpa.experiments.power import POWER_HEADER, POWER_NOTE, power_rows
 
-    rows = power_rows(records, len(spec.seeds))
+    rows = power_rows(records, spec.most_seeds)
     return POWER_NOTE + "\n\n" + (markdown_table(POWER_HEADER, rows) if rows else "_no ASR rows yet_")
 
 
@@ -282,7 +282,7 @@ def write_outputs(spec: ExperimentSpec, records: Sequence[dict[str, Any]], summa
                   for r in ratios if r["attack"] in ("direct", "any")]
     sections = [
         f"# Experiment `{spec.name}`",
-        f"Models: {', '.join(spec.models)} · seeds: {', '.join(map(str, spec.seeds))} · "
+        f"Models: {', '.join(spec.models)} · seeds: {spec.seeds_text()} · "
         f"judges: {_judges_with_kappa(spec.eval.judges, records)}. Cells show mean ± sd over seeds; "
         "an untrained model decoded greedily is evaluated once (no sd); single runs show their bootstrap 95% CI.",
     ]

@@ -53,10 +53,12 @@ def cells(spec: ExperimentSpec) -> list[Cell]:
     """
     out: list[Cell] = []
     for model in spec.models:
-        shared = [e for e in spec.methods if not e.trains and not spec.eval.generation.do_sample]
+        methods = [e for e in spec.methods if spec.runs_on(e, model)]
+        shared = [e for e in methods if not e.trains and not spec.eval.generation.do_sample]
         out.extend(Cell(model, entry, None) for entry in shared)
-        for seed in spec.seeds:
-            out.extend(Cell(model, entry, seed) for entry in spec.methods if entry not in shared)
+        for seed in spec.all_seeds:
+            out.extend(Cell(model, entry, seed) for entry in methods
+                       if entry not in shared and seed in spec.seeds_of(entry))
     return out
 
 
@@ -132,7 +134,9 @@ def cell_key(spec: ExperimentSpec, cell: Cell) -> str:
     the cell (:class:`lpa.models.ModelIdentity`).  Keep this unchanged: finished cells are matched on it.
     """
     suite = suite_for(spec, cell.entry)
-    payload = {"suite": suite.model_dump(mode="json"), "entry": cell.entry.model_dump(), "model": cell.model,
+    # the entry's seeds and models say which cells exist, not what one cell computes: it stays out of the key
+    payload = {"suite": suite.model_dump(mode="json"), "entry": cell.entry.model_dump(exclude={"seeds", "models"}),
+               "model": cell.model,
                "seed": cell.seed, "device": spec.device, "data_dir": spec.data_dir}
     if spec.selection is not None and cell.entry.trains:  # absent otherwise, so older cells keep their keys
         payload["selection"] = spec.selection.model_dump(mode="json")

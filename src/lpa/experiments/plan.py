@@ -292,7 +292,7 @@ def mde_lines(spec: ExperimentSpec) -> list[str]:
 
     harmful = suite_workload(suite_for(spec)).harmful
     harmful = {k: v for k, v in harmful.items() if v}
-    seeds = len(spec.seeds)
+    seeds = spec.most_seeds
     lines = []
     pooled_benchmarks = [("all harmful test prompts", sum(harmful.values()))] if len(harmful) > 1 else []
     for name, n in [*sorted(harmful.items()), *pooled_benchmarks]:

@@ -9,8 +9,12 @@ A method entry is a label for tables plus the training config fields it needs; `
     methods:
       - {name: base}
       - {name: lpa, method: lpa, preset: embedded, traits: big-five}
-      - {name: lat-harmful, method: lat-harmful, preset: embedded}
+      - {name: lat-harmful, method: lat-harmful, preset: embedded, seeds: [0]}
     eval: {benchmarks: [smoke], attacks: [direct], judges: [trained, keyword, refusal-probe]}
+
+A method's ``seeds`` and ``models`` narrow its cells (three seeds for the method under test, one for a
+baseline; an ablation only at the scale it tests); neither enters a cell's key, so narrowing a spec later
+finds every finished cell again.
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ class MethodEntry(BaseModel):
     preset: str | None = Field(None, description="Training preset (paper | embedded).")
     traits: str | None = Field(None, description="Trait set for trait-based methods (built-in name or file).")
     train: dict[str, Any] = Field(default_factory=dict, description="Further training-config fields (nested).")
+    seeds: list[int] | None = Field(
+        None, description="This method's training seeds (default: the spec's seeds).  A study can afford several seeds "
+        "for the method under test and one for each baseline; pooled tests use the seeds each method has.")
+    models: list[str] | None = Field(
+        None, description="The spec's models this method runs on (default: all), e.g. the ablations only at the scale "
+        "whose effect they test.")
     extra_attacks: list[Any] = Field(
         default_factory=list,
         description="Attacks run only for this method's cells, on top of the suite's (e.g. the expensive ones on base "
@@ -45,6 +55,13 @@ class MethodEntry(BaseModel):
     def _slug(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9._-]+", value):
             raise ValueError(f"method label {value!r} may only use letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or len(set(value)) != len(value)):
+            raise ValueError(f"a method's seeds must be a non-empty list without repeats, got {value}")
         return value
 
     @property
@@ -95,6 +112,11 @@ class ExperimentSpec(BaseModel):
                 raise unknown_choice("training method", entry.method, [*METHODS.names(), "base"])
         if not self.seeds:
             raise ValueError("seeds must not be empty")
+        for entry in self.methods:
+            unknown = [m for m in entry.models or [] if m not in self.models]
+            if unknown or entry.models == []:
+                raise ValueError(f"method {entry.name!r}: models {unknown or entry.models} are not among the spec's "
+                                 f"models {self.models}; a method's models must be a non-empty subset of them")
         if self.selection is not None:
             tested = {_plugin_name(a) for a in self.eval.attacks} | {
                 _plugin_name(a) for m in self.methods for a in m.extra_attacks}
@@ -107,6 +129,34 @@ class ExperimentSpec(BaseModel):
                 raise ValueError(f"methods {inline} set train.selection while the spec has a selection block; every "
                                  "cell is selected by the spec's one rule")
         return self
+
+    def runs_on(self, entry: MethodEntry, model: str) -> bool:
+        """Whether ``entry`` has cells for ``model`` (its own models list, or every model)."""
+        return entry.models is None or model in entry.models
+
+    def seeds_of(self, entry: MethodEntry) -> list[int]:
+        """The seeds ``entry`` is trained with: its own list, or the spec's."""
+        return self.seeds if entry.seeds is None else entry.seeds
+
+    @property
+    def all_seeds(self) -> list[int]:
+        """Every seed any method uses, in the spec's order first (cells run seed-major over these)."""
+        return list(dict.fromkeys([*self.seeds, *(s for m in self.methods for s in m.seeds or [])]))
+
+    @property
+    def most_seeds(self) -> int:
+        """The most seeds a trained method has: what pooled power is quoted for (the method under test)."""
+        return max((len(self.seeds_of(m)) for m in self.methods if m.trains), default=1)
+
+    def seeds_text(self) -> str:
+        """'0, 1, 2' or, when methods differ, '0, 1, 2 (sft, lat-harmful: 0)' for report headers."""
+        default = ", ".join(map(str, self.seeds))
+        own: dict[str, list[str]] = {}
+        for m in self.methods:
+            if m.trains and m.seeds is not None and m.seeds != self.seeds:
+                own.setdefault(", ".join(map(str, m.seeds)), []).append(m.name)
+        extra = "; ".join(f"{', '.join(names)}: {seeds}" for seeds, names in own.items())
+        return f"{default} ({extra})" if extra else default
 
     @property
     def out_dir(self) -> Path:
