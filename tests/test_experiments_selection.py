@@ -144,6 +144,19 @@ def test_plan_counts_finished_cells_and_scales_what_is_left_by_their_measured_co
     text = format_plan(spec, work, notes)
     assert "(2 finished)" in text and "training + selection 2.00x" in text and "evaluation 4.00x" in text
     assert f"the 1 cell(s) left take about {cal.scale(left) / 3600:.1f} hours" in text
+    assert "Started, not finished" not in text  # sft seed 1 has no folder yet
+    # a cell another process is running: two training steps logged, step 0's selection row, no answers yet
+    train = next(c for c in cells(spec) if c.seed == 1).folder(spec.out_dir) / "train"
+    train.mkdir(parents=True)
+    (train / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
+    (train / "selection.jsonl").write_text('{"step": 0}\n')
+    text = format_plan(spec, *plan(spec))
+    assert "sft · seed 1: training at step 2 of 2, 1 selection step(s) evaluated" in text
+    (train / "result.json").write_text("{}")
+    (train.parent / "eval").mkdir()
+    (train.parent / "eval" / "generations.jsonl").write_text('{"a": 1}\n' * 3)
+    assert "sft · seed 1: trained, 1 selection step(s) evaluated, 3 test answer(s) generated" in format_plan(
+        spec, *plan(spec))
 
 
 def test_a_given_lat_step_replaces_a_measured_plain_step(tiny_dir, tmp_path):

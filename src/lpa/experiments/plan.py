@@ -70,10 +70,36 @@ class CellWork:
     done: bool = False
     measured_train_s: float | None = None  # a finished cell's own wall times (cell.json costs)
     measured_eval_s: float | None = None  # None where its answers were read from the base cell (selection kept 0)
+    progress: str | None = None  # what an unfinished cell's folder already holds (it resumes from there)
 
     @property
     def seconds(self) -> float | None:
         return None if self.train_s is None or self.eval_s is None else self.train_s + self.eval_s
+
+
+def cell_progress(folder: Path, steps: int) -> str | None:
+    """What an unfinished cell has already computed -- it resumes from there -- or None for an untouched cell.
+
+    Read from the files a run appends to as it goes (metrics, selection curve, answers), so it is right even
+    while the cell runs in another process.
+    """
+    from lpa.io import read_jsonl
+
+    def lines(path: Path) -> int:
+        return sum(1 for _ in read_jsonl(path)) if path.is_file() else 0
+
+    train, evaluation = folder / "train", folder / "eval"
+    parts = []
+    if (train / "result.json").is_file():
+        parts.append("trained")
+    elif (train / "metrics.jsonl").is_file():
+        step = max((int(r.get("step") or 0) for r in read_jsonl(train / "metrics.jsonl")), default=0)
+        parts.append(f"training at step {step} of {steps}")
+    if (train / "selection.jsonl").is_file():
+        parts.append(f"{lines(train / 'selection.jsonl')} selection step(s) evaluated")
+    if (evaluation / "generations.jsonl").is_file():
+        parts.append(f"{lines(evaluation / 'generations.jsonl')} test answer(s) generated")
+    return ", ".join(parts) or None
 
 
 def measured_units(folders: list[Path]) -> dict[str, Units]:
@@ -272,6 +298,8 @@ def plan(spec: ExperimentSpec) -> tuple[list[CellWork], list[str]]:
             # answers (cells finished before 'eval_resumed' was recorded: only its few seconds tell)
             partial = cost.get("eval_resumed") or eval_wall <= 0.5 * (row.eval_s or 0.0)
             row.measured_eval_s = None if partial else eval_wall
+        else:
+            row.progress = cell_progress(cell.folder(spec.out_dir), steps)
         work.append(row)
     for model in spec.models:
         units = units_for(spec, model, measured)
@@ -335,6 +363,10 @@ def format_plan(spec: ExperimentSpec, work: list[CellWork], notes: list[str]) ->
              + (f", plus {missing} cell(s) with unknown unit times" if missing else "") + "; "
              + f"left: {known_left / 3600:.1f} hours for {len(todo)} unfinished cell(s).",
              *_calibration_lines(work)]
+    started = [w for w in todo if w.progress]
+    if started:
+        lines += ["Started, not finished (each resumes from what it has; run its `--only` slice again):",
+                  *(f"  - {w.model} · {w.method} · seed {w.seed}: {w.progress}" for w in started)]
     lines += ["Unit times:", *(f"  - {n}" for n in notes),
               "Smallest detectable ASR difference (alpha 0.05, power 0.8, two-proportion normal approximation; "
               "conservative for paired tests):", *(f"  - {line}" for line in mde_lines(spec))]
@@ -358,5 +390,5 @@ def _calibration_lines(work: list[CellWork]) -> list[str]:
             f"left take about {left / 3600:.1f} hours (ratios from one model carry over to the others only roughly)."]
 
 
-__all__ = ["Calibration", "CellWork", "SuiteWork", "Units", "calibration", "eval_seconds", "format_plan", "generated_answers", "measured_units",
+__all__ = ["Calibration", "CellWork", "SuiteWork", "Units", "calibration", "cell_progress", "eval_seconds", "format_plan", "generated_answers", "measured_units",
            "mde_lines", "plan", "selection_evaluations", "suite_workload"]
