@@ -45,6 +45,31 @@ def _spec(tiny_dir, tmp_path, **over):
     return ExperimentSpec.model_validate({**data, **over})
 
 
+def test_selection_that_misses_the_test_prompts_categories_is_warned_and_stratifying_fixes_it(tiny_dir, tmp_path):
+    from lpa.experiments.plan import format_plan, plan
+    from lpa.experiments.selection import selection_coverage
+
+    benign = {"name": "smoke", "args": {"subset": "benign"}}
+    # the test suite's XSTest-like prompts are the first 6 benign ones; selection draws 3 from after them
+    eval_suite = {"benchmarks": [{"name": "heldout", "args": {"of": benign, "part": "test", "selection": 3,
+                                                               "skip": 6}},
+                                 {"name": "smoke", "args": {"subset": "benign", "limit": 6}}],
+                  "attacks": ["direct"], "judges": ["keyword"], "generation": {"max_new_tokens": 3}, "bootstrap": 0}
+    skipped = {**_selection(tmp_path), "borderline": [
+        {"name": "heldout", "args": {"of": benign, "part": "selection", "selection": 3, "skip": 6}}]}
+    spec = _spec(tiny_dir, tmp_path, selection=skipped, eval=eval_suite)
+    warnings = selection_coverage(spec)
+    assert len(warnings) == 1 and warnings[0].startswith("the selection split's borderline (over-refusal) prompts "
+                                                         "include none of the categories")
+    assert "stratify: true" in warnings[0] and "Checkpoint selection: the selection split's" in format_plan(
+        spec, *plan(spec))
+    stratified = {"of": benign, "part": "selection", "selection": 0.5, "stratify": True}
+    eval_suite["benchmarks"] = [{"name": "heldout", "args": {**stratified, "part": "test"}}]
+    spec = _spec(tiny_dir, tmp_path, selection={**skipped, "borderline": [{"name": "heldout", "args": stratified}]},
+                 eval=eval_suite)
+    assert selection_coverage(spec) == []
+
+
 def test_every_trained_cell_gets_the_specs_selection_and_the_report_names_the_step(tiny_dir, tmp_path):
     spec = _spec(tiny_dir, tmp_path)
     sft = next(c for c in cells(spec) if c.entry.trains)

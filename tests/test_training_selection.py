@@ -75,6 +75,27 @@ def test_heldout_parts_are_disjoint_grouped_and_seeded():
         create(BENCHMARKS, {"name": "heldout", "args": {"of": "smoke", "part": "test", "selection": 10_000}}).load()
 
 
+def test_a_stratified_split_keeps_every_category_in_both_parts_in_proportion():
+    from collections import Counter
+
+    from lpa.eval.benchmarks import BENCHMARKS
+    from lpa.plugins import create
+
+    def part(name, stratify, seed=0):
+        return create(BENCHMARKS, {"name": "heldout", "args": {"of": "smoke", "part": name, "selection": 0.5,
+                                                                  "seed": seed, "stratify": stratify}}).load()
+
+    every = Counter(s.category for s in create(BENCHMARKS, "smoke").load())
+    chosen, rest = part("selection", True), part("test", True)
+    assert {s.id for s in chosen}.isdisjoint({s.id for s in rest}) and len(chosen) + len(rest) == sum(every.values())
+    picked = Counter(s.category for s in chosen)
+    assert all(abs(picked[c] - n / 2) <= 0.5 for c, n in every.items())  # half of each category, rounded
+    assert {c for c, n in every.items() if n >= 2} <= {s.category for s in rest} & set(picked)
+    assert [s.id for s in part("selection", True)] == [s.id for s in chosen]  # seeded
+    plain = Counter(s.category for s in part("selection", False))
+    assert any(abs(plain[c] - n / 2) > 0.5 for c, n in every.items())  # what stratifying fixes
+
+
 def _selection_cfg(tmp_path, method="lpa", steps=4, every=2, sets=()):
     mmlu = tmp_path / "mmlu.jsonl"
     mmlu.write_text("".join(json.dumps({"question": f"Q{i}?", "answer_a": "a", "answer_b": "b", "answer_c": "c",

@@ -10,6 +10,7 @@ model is evaluated once per model when decoding is greedy (its outputs do not de
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from lpa.experiments.cells import (
 )
 from lpa.experiments.spec import ExperimentSpec
 from lpa.io import atomic_write_text, digest
+
+log = logging.getLogger(__name__)
 
 
 def check_experiment(spec: ExperimentSpec) -> None:
@@ -63,9 +66,11 @@ def check_experiment(spec: ExperimentSpec) -> None:
         where = "eval suite" if len(suites) == 1 else f"eval suite of {label}"
         problems += [f"{where}: {p}" for p in suite_problems(suite)]
     if not problems:
-        from lpa.experiments.selection import selection_problems
+        from lpa.experiments.selection import selection_coverage, selection_problems
 
         problems += selection_problems(spec)
+        for warning in selection_coverage(spec) if not problems else []:
+            log.warning("checkpoint selection: %s", warning)
     if problems:
         unique = list(dict.fromkeys(problems))
         raise LpaError(f"The experiment {spec.name!r} cannot run ({len(unique)} problem(s); nothing was trained or "

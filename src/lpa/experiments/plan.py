@@ -367,6 +367,9 @@ def format_plan(spec: ExperimentSpec, work: list[CellWork], notes: list[str]) ->
     if started:
         lines += ["Started, not finished (each resumes from what it has; run its `--only` slice again):",
                   *(f"  - {w.model} · {w.method} · seed {w.seed}: {w.progress}" for w in started)]
+    from lpa.experiments.selection import selection_coverage
+
+    lines += [f"Checkpoint selection: {warning}." for warning in selection_coverage(spec)]
     lines += ["Unit times:", *(f"  - {n}" for n in notes),
               "Smallest detectable ASR difference (alpha 0.05, power 0.8, two-proportion normal approximation; "
               "conservative for paired tests):", *(f"  - {line}" for line in mde_lines(spec))]

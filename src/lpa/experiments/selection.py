@@ -51,6 +51,50 @@ def selection_problems(spec: ExperimentSpec) -> list[str]:
     return problems
 
 
+def selection_coverage(spec: ExperimentSpec) -> list[str]:
+    """Warnings where the test prompts' categories (XSTest's prompt types, HarmBench's semantic categories) are
+    missing from the selection split of the same label: a bound chosen on some prompt types need not hold on others.
+
+    Only categories the selection prompts of that label carry at all are compared (AdvBench has none), and only
+    test categories of two or more prompts (a category of one prompt cannot be on both sides of a split).
+    """
+    if spec.selection is None:
+        return []
+    from lpa.eval.suite import EvalSuite
+    from lpa.training.selection import selection_suites
+
+    chose = _categories(selection_suites(spec.selection, [], spec.data_dir))
+    tests = [suite_for(spec, entry) for entry in spec.methods]
+    test = _categories([EvalSuite.model_validate({**s.model_dump(mode="json"), "utility": None}) for s in tests])
+    out = []
+    for label, name in (("benign", "borderline (over-refusal)"), ("harmful", "harmful")):
+        covered = set(chose.get(label, {}))
+        if not covered - {""}:
+            continue
+        tested = test.get(label, {})
+        missing = {c: n for c, n in tested.items() if c and n >= 2 and c not in covered}
+        if missing:
+            total = sum(tested.values())
+            shown = ", ".join(f"{c} ({n})" for c, n in sorted(missing.items(), key=lambda kv: -kv[1]))
+            out.append(f"the selection split's {name} prompts include none of the categories {shown} "
+                       f"({sum(missing.values())} of the {total} test prompts), so a bound the rule checks on the "
+                       "selection split may not hold on them; split the benchmark with `heldout` (stratify: true) "
+                       "for both parts")
+    return out
+
+
+def _categories(suites: Sequence[Any]) -> dict[str, dict[str, int]]:
+    """label -> category -> distinct prompts of ``suites`` (category '' where a sample has none)."""
+    from lpa.eval.preflight import prepare_suite
+
+    seen: dict[str, dict[str, set[str]]] = {}
+    for suite in suites:
+        for _bench, samples in prepare_suite(suite).benchmarks:
+            for sample in samples:
+                seen.setdefault(sample.label, {}).setdefault(sample.category or "", set()).add(sample.id)
+    return {label: {c: len(ids) for c, ids in cats.items()} for label, cats in seen.items()}
+
+
 def _groups(suites: Sequence[Any]) -> set[tuple[str, str]]:
     """(label, behaviour group) of every harmful or borderline prompt of ``suites`` (labels compared separately)."""
     from lpa.eval.benchmarks.heldout import behaviour_group
@@ -94,7 +138,8 @@ def selection_section(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -
                      _f(row.get("asr")), _f(row.get("borderline_refusal")), _f(row.get("utility")), str(sel.get("reason"))])
     table = markdown_table(["model", "method", "seed", "kept step", "evaluated steps", "selective window",
                             "selection ASR", "borderline refusal", "utility probe", "why"], body)
-    return "\n\n".join([" ".join(head), table])
+    caveats = [f"**Coverage:** {warning}." for warning in selection_coverage(spec)]
+    return "\n\n".join([" ".join(head), *caveats, table])
 
 
 def _f(value: Any) -> str:
@@ -124,4 +169,4 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
-__all__ = ["cell_selection", "selection_plots", "selection_problems", "selection_section"]
+__all__ = ["cell_selection", "selection_coverage", "selection_plots", "selection_problems", "selection_section"]

@@ -32,6 +32,9 @@ class HeldoutArgs(BenchmarkArgs):
     seed: int = Field(0, description="Seed of the split (the same seed gives the same two parts everywhere).")
     skip: int = Field(0, ge=0, description="Leave the wrapped benchmark's first N samples out of both parts (e.g. "
                       "the prompts a study tests on as `limit: N` of the plain benchmark).")
+    stratify: bool = Field(False, description="Split within each category (XSTest's prompt types, HarmBench's "
+                           "semantic categories) so both parts hold every category in proportion; an over-refusal "
+                           "bound chosen on some prompt types need not hold on others.")
 
 
 def behaviour_group(sample: Sample) -> str:
@@ -40,15 +43,41 @@ def behaviour_group(sample: Sample) -> str:
     return re.sub(r"\W+", " ", text.lower()).strip()
 
 
-def split_groups(samples: list[Sample], selection: int | float, seed: int) -> tuple[set[str], set[str]]:
-    """(selection groups, test groups): a seeded shuffle of the sorted behaviour groups."""
+def split_groups(samples: list[Sample], selection: int | float, seed: int,
+                 stratify: bool = False) -> tuple[set[str], set[str]]:
+    """(selection groups, test groups): a seeded shuffle of the sorted behaviour groups, within each category
+    when ``stratify`` (each category's share of the selection part follows its share of the groups)."""
     groups = sorted({behaviour_group(s) for s in samples})
-    random.Random(seed).shuffle(groups)
     n = int(selection) if selection >= 1 else round(selection * len(groups))
     if not 0 < n < len(groups):
         raise LpaError(f"heldout: a selection part of {selection} leaves no {'selection' if n <= 0 else 'test'} "
                        f"behaviours out of {len(groups)}; give a count between 1 and {len(groups) - 1} or a fraction.")
-    return set(groups[:n]), set(groups[n:])
+    if not stratify:
+        random.Random(seed).shuffle(groups)
+        return set(groups[:n]), set(groups[n:])
+    category_of: dict[str, str] = {}
+    for sample in samples:  # a group's category is its first sample's (variants of one request share it)
+        category_of.setdefault(behaviour_group(sample), str(sample.category or ""))
+    strata: dict[str, list[str]] = {}
+    for group in groups:
+        strata.setdefault(category_of[group], []).append(group)
+    chosen: set[str] = set()
+    quotas = _quotas([len(m) for m in strata.values()], n)
+    for (category, members), quota in zip(strata.items(), quotas, strict=True):
+        random.Random(f"{seed}/{category}").shuffle(members)
+        chosen |= set(members[:quota])
+    return chosen, set(groups) - chosen
+
+
+def _quotas(sizes: list[int], n: int) -> list[int]:
+    """``n`` split over strata in proportion to their sizes (largest remainder, ties to the earlier stratum)."""
+    total = sum(sizes)
+    exact = [n * size / total for size in sizes]
+    quotas = [int(x) for x in exact]
+    by_remainder = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - quotas[i]), i))
+    for i in by_remainder[: n - sum(quotas)]:
+        quotas[i] += 1
+    return quotas
 
 
 @register_benchmark
@@ -72,7 +101,7 @@ class Heldout(Benchmark[HeldoutArgs]):
         inner = self.inner()
         everything = inner.load()[args.skip:]
         self.data_files.extend(inner.data_files)
-        chosen, rest = split_groups(everything, args.selection, args.seed)
+        chosen, rest = split_groups(everything, args.selection, args.seed, args.stratify)
         keep = chosen if args.part == "selection" else rest
         return [s.model_copy(update={"benchmark": f"{s.benchmark}-{args.part}"})
                 for s in everything if behaviour_group(s) in keep]
