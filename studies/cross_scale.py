@@ -4,6 +4,8 @@ the same study, and against a reference method (sft by default) in a second tabl
 
 Usage: python studies/cross_scale.py results/scale-1.5b results/redteam results/scale [--judge cascade]
        [--benchmark harmbench] [--methods base,lpa,sft,lat-harmful,lat-harmful-4,refusal-sft] [--out FILE.md]
+       python studies/cross_scale.py results/scale-1.5b --methods base,lpa,ablate-irrelevant,ablate-inverted \
+       --reference lpa    # which ablations LPA survives: each against LPA's seeds' mean outcome per behaviour
 
 Reads every finished cell (``*/*/seed-*/cell.json`` and its ``eval/outcomes.jsonl(.gz)``) under each folder,
 whatever spec ran it (cells run with ``--set eval.attacks=...`` included); no model, no recomputation.
@@ -26,6 +28,7 @@ from typing import Any
 from lpa.errors import LpaError
 from lpa.eval.stats import load_outcomes, pooled_paired_rows
 from lpa.experiments.aggregate import kept_steps
+from lpa.experiments.paired import mean_outcomes
 from lpa.experiments.power import min_detectable_difference
 
 ATTACKS = ("direct", "prefill", "template", "in-the-wild", "pair", "tap", "crescendo")
@@ -62,12 +65,15 @@ def _study_for(studies: list[list[dict[str, Any]]], model: str, cell: tuple[str,
     return best
 
 
-def _paired(base: dict[str, Any], seeds: list[dict[str, Any]], cell: tuple[str, str, str, str]) -> dict[str, Any] | None:
+def _paired(base: list[dict[str, Any]], seeds: list[dict[str, Any]],
+            cell: tuple[str, str, str, str]) -> dict[str, Any] | None:
+    """The seeds' pooled paired difference against ``base``: one cell, or several seeds of a reference (their mean
+    outcome per behaviour, as the study report pairs against a reference with seeds)."""
     bench, attack, judge, _ = cell
     keep = lambda outcomes: {k: v for k, v in outcomes.items() if k[:3] == (bench, attack, judge)}  # noqa: E731
     try:
-        rows = pooled_paired_rows(keep(load_outcomes(base["_eval"])), [keep(load_outcomes(s["_eval"])) for s in seeds],
-                                  n_boot=1000)
+        other = mean_outcomes([keep(load_outcomes(r["_eval"])) for r in base])
+        rows = pooled_paired_rows(other, [keep(load_outcomes(s["_eval"])) for s in seeds], n_boot=1000)
     except LpaError:  # a cell without outcomes.jsonl: the table shows the mean alone
         return None
     return rows[0] if len(rows) == 1 else None
@@ -83,13 +89,13 @@ def _against(studies: list[list[dict[str, Any]]], model: str, method: str, refer
         records = _study_for(studies, model, cell, methods)
         ref = [r for r in records if r["model"] == model and r["method"] == reference and _values(r, *cell)]
         seeds = [r for r in records if r["model"] == model and r["method"] == method and _values(r, *cell)]
-        if not seeds or len(ref) != 1:
+        if not seeds or not ref:
             texts.append("–")
             continue
         used += seeds
         sources.add(f"{cell[1]}: {seeds[0]['_study']} seed(s) {','.join(str(r['seed']) for r in seeds)}")
         text = f"{statistics.mean(v for s in seeds for v in _values(s, *cell)):.2f}"
-        if method != reference and (row := _paired(ref[0], seeds, cell)) is not None:
+        if method != reference and (row := _paired(ref, seeds, cell)) is not None:
             text += f" ({row['diff']:+.2f}, p {row['perm_p']:.2g})"
         texts.append(text)
     return texts, used, sources
@@ -156,8 +162,9 @@ def cross_scale_table(folders: list[Path], judge: str, benchmark: str, methods: 
     notes += ["", "Smallest detectable ASR difference on the direct column (alpha 0.05, power 0.8, two proportions; "
               "conservative for these paired tests): " + "; ".join(_mde_notes(studies, models, benchmark, judge, methods))]
     if reference and len(versus) > 2:
-        notes += ["", f"Against {reference} (the same statements without the attacker), paired the same way:", "",
-                  *versus]
+        what = {"sft": " (the same statements without the attacker)", "lpa": " (several seeds: their mean outcome per "
+                "behaviour)"}.get(reference, "")
+        notes += ["", f"Against {reference}{what}, paired the same way:", "", *versus]
     notes += ["", "Sources:", *(f"- {k}: {'; '.join(sorted(v))}" for k, v in sources.items())]
     return "\n".join(lines) + "\n\n" + "\n".join(notes)
 
