@@ -68,6 +68,9 @@ def test_selection_that_misses_the_test_prompts_categories_is_warned_and_stratif
     spec = _spec(tiny_dir, tmp_path, selection={**skipped, "borderline": [{"name": "heldout", "args": stratified}]},
                  eval=eval_suite)
     assert selection_coverage(spec) == []
+    absent = {"name": "file", "args": {"path": str(tmp_path / "absent.jsonl"), "label": "benign"}}
+    offline = _spec(tiny_dir, tmp_path, selection={**skipped, "borderline": [absent]})
+    assert selection_coverage(offline) == []  # no benchmark file to look at: no warning and no crash
 
 
 def test_every_trained_cell_gets_the_specs_selection_and_the_report_names_the_step(tiny_dir, tmp_path):

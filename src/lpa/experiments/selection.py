@@ -60,12 +60,16 @@ def selection_coverage(spec: ExperimentSpec) -> list[str]:
     """
     if spec.selection is None:
         return []
+    from lpa.errors import LpaError
     from lpa.eval.suite import EvalSuite
     from lpa.training.selection import selection_suites
 
-    chose = _categories(selection_suites(spec.selection, [], spec.data_dir))
     tests = [suite_for(spec, entry) for entry in spec.methods]
-    test = _categories([EvalSuite.model_validate({**s.model_dump(mode="json"), "utility": None}) for s in tests])
+    try:  # a report rebuilt where the benchmark files are absent cannot look, and says nothing
+        chose = _categories(selection_suites(spec.selection, [], spec.data_dir))
+        test = _categories([EvalSuite.model_validate({**s.model_dump(mode="json"), "utility": None}) for s in tests])
+    except (LpaError, OSError):
+        return []
     out = []
     for label, name in (("benign", "borderline (over-refusal)"), ("harmful", "harmful")):
         covered = set(chose.get(label, {}))
