@@ -33,7 +33,6 @@ def selection_problems(spec: ExperimentSpec) -> list[str]:
     if spec.selection is None:
         return []
     from lpa.eval.preflight import suite_problems
-    from lpa.eval.suite import EvalSuite
     from lpa.training.selection import selection_suites
 
     chose = selection_suites(spec.selection, [], spec.data_dir)
@@ -41,8 +40,7 @@ def selection_problems(spec: ExperimentSpec) -> list[str]:
     if problems:
         return problems
     selection = _groups(chose)
-    test_suites = [suite_for(spec, entry) for entry in spec.methods]
-    test = _groups([EvalSuite.model_validate({**s.model_dump(mode="json"), "utility": None}) for s in test_suites])
+    test = _groups(_test_suites(spec))
     overlap = sorted(selection & test, key=lambda g: g[1])
     if overlap:
         shown = "; ".join(f"{bench}: {group[:50]!r}" for bench, group in overlap[:3])
@@ -61,13 +59,11 @@ def selection_coverage(spec: ExperimentSpec) -> list[str]:
     if spec.selection is None:
         return []
     from lpa.errors import LpaError
-    from lpa.eval.suite import EvalSuite
     from lpa.training.selection import selection_suites
 
-    tests = [suite_for(spec, entry) for entry in spec.methods]
     try:  # a report rebuilt where the benchmark files are absent cannot look, and says nothing
         chose = _categories(selection_suites(spec.selection, [], spec.data_dir))
-        test = _categories([EvalSuite.model_validate({**s.model_dump(mode="json"), "utility": None}) for s in tests])
+        test = _categories(_test_suites(spec))
     except (LpaError, OSError):
         return []
     out = []
@@ -87,28 +83,34 @@ def selection_coverage(spec: ExperimentSpec) -> list[str]:
     return out
 
 
-def _categories(suites: Sequence[Any]) -> dict[str, dict[str, int]]:
-    """label -> category -> distinct prompts of ``suites`` (category '' where a sample has none)."""
+def _test_suites(spec: ExperimentSpec) -> list[Any]:
+    """Every method's test suite without its utility probe: the prompts the study reports on."""
+    from lpa.eval.suite import EvalSuite
+
+    return [EvalSuite.model_validate({**suite_for(spec, e).model_dump(mode="json"), "utility": None})
+            for e in spec.methods]
+
+
+def _samples(suites: Sequence[Any]) -> list[Any]:
+    """Every sample the suites' benchmarks load."""
     from lpa.eval.preflight import prepare_suite
 
+    return [s for suite in suites for _bench, samples in prepare_suite(suite).benchmarks for s in samples]
+
+
+def _categories(suites: Sequence[Any]) -> dict[str, dict[str, int]]:
+    """label -> category -> distinct prompts of ``suites`` (category '' where a sample has none)."""
     seen: dict[str, dict[str, set[str]]] = {}
-    for suite in suites:
-        for _bench, samples in prepare_suite(suite).benchmarks:
-            for sample in samples:
-                seen.setdefault(sample.label, {}).setdefault(sample.category or "", set()).add(sample.id)
+    for sample in _samples(suites):
+        seen.setdefault(sample.label, {}).setdefault(sample.category or "", set()).add(sample.id)
     return {label: {c: len(ids) for c, ids in cats.items()} for label, cats in seen.items()}
 
 
 def _groups(suites: Sequence[Any]) -> set[tuple[str, str]]:
     """(label, behaviour group) of every harmful or borderline prompt of ``suites`` (labels compared separately)."""
     from lpa.eval.benchmarks.heldout import behaviour_group
-    from lpa.eval.preflight import prepare_suite
 
-    out: set[tuple[str, str]] = set()
-    for suite in suites:
-        for _bench, samples in prepare_suite(suite).benchmarks:
-            out |= {(s.label, behaviour_group(s)) for s in samples}
-    return out
+    return {(s.label, behaviour_group(s)) for s in _samples(suites)}
 
 
 def cell_selection(summary: dict[str, Any], train_dir: Path, eval_meta: dict[str, Any]) -> dict[str, Any]:
