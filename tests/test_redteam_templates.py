@@ -146,6 +146,8 @@ def test_per_template_rates_and_paired_tests(tmp_path):
     assert "T0" in template_section(base)
     report = template_paired_report(base, [other])
     assert "in-the-wild[T0]" in report and "12/0" in report and "0/12" in report
+    # a template that wraps requests of two benchmarks gives two rows; the benchmark column tells them apart
+    assert "| hb | in-the-wild[T0] | keyword | 12 |" in report
 
 
 def test_in_the_wild_and_tap_through_the_runner_on_a_tiny_model(llama, tokenizer, tmp_path):

@@ -100,11 +100,11 @@ def template_paired_report(base_dir: str | Path, other_dirs: Sequence[str | Path
         rows = paired_template_rows(base, template_outcomes(other))
         if not rows:
             continue
-        body = [[str(r["attack"]), str(r["judge"]), str(r["n"]), fmt(r["mean_a"]), fmt(r["mean_b"]),
+        body = [[str(r["benchmark"]), str(r["attack"]), str(r["judge"]), str(r["n"]), fmt(r["mean_a"]), fmt(r["mean_b"]),
                  f"{r['a_only']}/{r['b_only']}", f"{float(r['mcnemar_p']):.3g}", f"{float(r['holm_p']):.3g}"]
                 for r in rows[:top]]
         parts.append(f"### Per template: {name} vs {names[0]} (paired on the same requests; {len(rows)} templates, "
                      f"smallest p first)\n\n" + markdown_table(
-                         ["attack[template]", "judge", "n", "base ASR", "other ASR", "base-only/other-only",
+                         ["benchmark", "attack[template]", "judge", "n", "base ASR", "other ASR", "base-only/other-only",
                           "McNemar p", "Holm p"], body))
     return "\n\n".join(parts)
