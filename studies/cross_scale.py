@@ -145,9 +145,11 @@ def cross_scale_table(folders: list[Path], judge: str, benchmark: str, methods: 
                 mmlu.append(f"{statistics.mean(values):.2f}" if values else "–")
             leaks = [float(r["value"]) for s in used for r in s["rows"] if r["metric"] == "template_leak_rate"
                      and r.get("value") is not None]
-            # one value per distinct step: the same seed may come from two studies
-            step = "–" if method == "base" else "/".join(dict.fromkeys(
-                kept_steps(unique).get((model, method), "–").split("/")))
+            # one step per seed: the same seed may come from two studies, and the first study listed wins
+            per_seed: dict[str, dict] = {}
+            for record in unique:
+                per_seed.setdefault(str(record.get("seed")), record)
+            step = "–" if method == "base" else kept_steps(list(per_seed.values())).get((model, method), "–")
             lines.append("| " + " | ".join([model, method, step, *texts, " / ".join(mmlu),
                                             f"{max(leaks):.2f}" if leaks else "–"]) + " |")
             if reference and method not in ("base", reference):
