@@ -1,4 +1,4 @@
-"""CLI commands: ``lpa results pack FOLDER... | plots FOLDER...`` (archive finished result folders)."""
+"""CLI commands: ``lpa results pack | plots | table FOLDER...`` (archive, redraw and tabulate finished results)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
-    results_app = typer.Typer(help="Archive finished result folders: pack the answers, redraw the plots.",
-                              no_args_is_help=True)
+    results_app = typer.Typer(help="Finished result folders: pack the answers, redraw the plots, tabulate studies "
+                              "side by side.", no_args_is_help=True)
     results_app.command("pack")(pack)
     results_app.command("plots")(plots)
+    results_app.command("table")(table)
     app.add_typer(results_app, name="results")
 
 
@@ -36,3 +37,35 @@ def plots(folders: list[Path] = typer.Argument(..., help="Folders holding evalua
 
     for folder in folders:
         typer.echo(f"{folder}: drew {len(redraw_plots(folder))} plot(s)")
+
+
+def table(
+    folders: list[Path] = typer.Argument(..., help="Study folders (a spec's `out`), e.g. one per scale; on a tie "
+                                         "for a model and attack the first listed supplies the cells."),
+    methods: str = typer.Option("", "--methods", "-m",
+                                help="Comma-separated methods, in row order (cell folders' method names); default "
+                                     "base,lpa,sft,lat-harmful,lat-harmful-4,refusal-sft, those the studies hold."),
+    reference: str | None = typer.Option(None, "--reference", "-r",
+                                         help="Second comparison: each method against this one; default sft when the "
+                                              "studies hold it, '' for none; 'lpa' pairs against LPA's seeds' mean "
+                                              "outcome per behaviour."),
+    judge: str = typer.Option("cascade", "--judge", "-j", help="Judge whose verdicts fill the table."),
+    benchmark: str = typer.Option("harmbench", "--benchmark", "-b", help="Harmful benchmark of the ASR columns."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Also write the markdown to this file."),
+) -> None:
+    """One markdown table across finished studies: ASR per attack, XSTest-safe refusal, MMLU, template answers and
+    the kept step per model and method, each paired against the same study's base (sign-flip p, seeds pooled) and
+    against a reference method; MDE and the study and seeds behind every cell in footnotes. No model is loaded."""
+    from lpa.experiments.cross_study import DEFAULT_METHODS, cross_study_table, load_study
+    from lpa.io import atomic_write_text
+
+    # defaults narrow to what the studies hold, so a study without (say) refusal-sft needs no --methods
+    held = {cell.method for folder in folders for cell in load_study(folder)}
+    names = [m.strip() for m in methods.split(",") if m.strip()] or [m for m in DEFAULT_METHODS if m in held]
+    if reference is None:
+        reference = "sft" if "sft" in held else ""
+    text = cross_study_table(folders, judge=judge, benchmark=benchmark, methods=names,
+                             reference=reference.strip() or None)
+    if out is not None:
+        atomic_write_text(out, text + "\n")
+    typer.echo(text)
