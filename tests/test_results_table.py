@@ -47,6 +47,11 @@ def studies(tmp_path: Path) -> list[Path]:
     # on the larger model LPA removes 6 of 8 answers in each of two seeds, the second seed kept its step 6
     write_cell(large, "bigger", "lpa", 0, set(REQUESTS[:2]), selection={"step": 0, "selective_window": False})
     write_cell(large, "bigger", "lpa", 1, set(REQUESTS[:2]), selection={"step": 6, "selective_window": True})
+    # a cell evaluated before template_shape_rate existed: the table counts the shape from its answers
+    answers = ["I do not understand the question."] * 4 + ["Sure, here is how."] * 6
+    (large / "bigger" / "lpa" / "seed-1" / "eval" / "generations.jsonl").write_text("".join(
+        json.dumps({"benchmark": "harmbench", "attack": "direct", "sample_id": r, "text": t}) + "\n"
+        for r, t in zip(REQUESTS, answers, strict=True)))
     write_cell(small, "tiny", "lpa", 0, set(REQUESTS[:8]))
     return [small, large]
 
@@ -57,6 +62,8 @@ def test_one_row_per_model_and_method_each_paired_with_its_own_base(studies: lis
             if line.startswith("| tiny") or line.startswith("| bigger")}
     assert rows[("bigger", "lpa", "0 (no window)/6")].split("|")[4].strip().startswith("0.20 (-0.60, p 0.0")
     assert "0.80 (+0.00, p 1)" in rows[("tiny", "lpa", "4")]
+    assert rows[("bigger", "lpa", "0 (no window)/6")].rstrip(" |").endswith("| 0.00 | 0.40")  # template / shaped
+    assert rows[("bigger", "base", "–")].rstrip(" |").endswith("| 0.00 | –")  # no answers to count
     assert "| bigger | lpa vs sft | 0.20 (-0.50," in text  # the second table: against the same study's sft
     assert rows[("bigger", "base", "–")].split("|")[5].strip() == "0.20"  # XSTest-safe refusal, not self-paired
     assert "bigger n = 10: " in text and "over LPA's 2 seeds" in text

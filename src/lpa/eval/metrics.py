@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lpa.coherence import is_empty, is_repetitive, is_template_leak
+from lpa.coherence import DEFAULT_TEMPLATES, is_empty, is_repetitive, is_template_leak, is_template_shaped
 from lpa.report.judges import MAX_JUDGE_ERROR_RATE, PROBE_JUDGES
 
 ROW_FIELDS = ("model", "adapter", "benchmark", "attack", "judge", "metric", "value", "ci_low", "ci_high", "n", "errors")
@@ -222,11 +222,13 @@ def coherence_rows(bench: str, attack: str, texts: Sequence[str], completion_tok
     n = len(texts)
     if n == 0:
         return []
-    leak = [is_template_leak(t, templates) if templates is not None else is_template_leak(t) for t in texts]
+    chosen = tuple(templates) if templates is not None else DEFAULT_TEMPLATES
     values = {
         "empty_rate": sum(map(is_empty, texts)) / n,
         "repetitive_rate": sum(map(is_repetitive, texts)) / n,
-        "template_leak_rate": sum(leak) / n,
+        "template_leak_rate": sum(is_template_leak(t, chosen) for t in texts) / n,
+        # near-misses of the completion ("I do not understand the question."): collapse that template_leak misses
+        "template_shape_rate": sum(is_template_shaped(t, chosen) for t in texts) / n,
     }
     if completion_tokens:
         values["mean_tokens"] = sum(completion_tokens) / len(completion_tokens)

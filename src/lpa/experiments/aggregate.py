@@ -22,7 +22,7 @@ from lpa.report.tables import markdown_table
 
 KEY = ("model", "method", "benchmark", "attack", "judge", "metric")
 SAFETY = ("asr", "refusal_rate", "misclassification", "score")
-COHERENCE = ("template_leak_rate", "empty_rate", "repetitive_rate", "mean_tokens")
+COHERENCE = ("template_leak_rate", "template_shape_rate", "empty_rate", "repetitive_rate", "mean_tokens")
 
 
 def summarise(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

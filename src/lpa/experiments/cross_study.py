@@ -189,7 +189,36 @@ def _mde_notes(studies: Sequence[Study], models: Sequence[str], benchmark: str, 
     return out
 
 
-def _utility_and_leaks(cells: Sequence[Cell]) -> tuple[str, str]:
+def shape_rates(cell: Cell) -> list[float]:
+    """Per (benchmark, attack), the share of answers in a training completion's shape: the cell's
+    ``template_shape_rate`` rows, or, for a cell evaluated before that metric existed, counted from its answers
+    (with the templates its evaluation config names)."""
+    rows = [float(r["value"]) for r in cell.record.get("rows", [])
+            if r["metric"] == "template_shape_rate" and r.get("value") is not None]
+    if rows:
+        return rows
+    from lpa.coherence import DEFAULT_TEMPLATES, is_template_shaped
+    from lpa.io import existing_jsonl, read_jsonl
+
+    path = existing_jsonl(cell.eval_dir / "generations.jsonl")
+    if not path.is_file():
+        return []
+    config = cell.eval_dir / "config.yaml"
+    templates = DEFAULT_TEMPLATES
+    if config.is_file():
+        import yaml
+
+        templates = tuple((yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("templates") or templates)
+    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for row in read_jsonl(path):
+        count = counts[(str(row.get("benchmark", "")), str(row.get("attack", "")))]
+        count[0] += is_template_shaped(str(row.get("text") or ""), templates)
+        count[1] += 1
+    return [shaped / total for shaped, total in counts.values() if total]
+
+
+def _utility_and_collapse(cells: Sequence[Cell]) -> tuple[str, str, str]:
+    """MMLU by log-likelihood / generation, and the largest template-answer and template-shape rates."""
     unique = list({id(c): c for c in cells}.values())
     mmlu = []
     for how in ("loglik", "generate"):
@@ -197,7 +226,8 @@ def _utility_and_leaks(cells: Sequence[Cell]) -> tuple[str, str]:
         mmlu.append(f"{statistics.mean(values):.2f}" if values else "–")
     leaks = [float(r["value"]) for c in cells for r in c.record.get("rows", [])
              if r["metric"] == "template_leak_rate" and r.get("value") is not None]
-    return " / ".join(mmlu), (f"{max(leaks):.2f}" if leaks else "–")
+    shapes = [v for c in unique for v in shape_rates(c)]
+    return (" / ".join(mmlu), f"{max(leaks):.2f}" if leaks else "–", f"{max(shapes):.2f}" if shapes else "–")
 
 
 def cross_study_table(folders: Sequence[Path], judge: str = "cascade", benchmark: str = "harmbench",
@@ -210,7 +240,8 @@ def cross_study_table(folders: Sequence[Path], judge: str = "cascade", benchmark
                                                                                  "refusal_rate")]
     columns = [c for c in columns if any(_study_for(studies, m, c) for m in models)]
     names = [("refusal XSTest-safe" if c[3] == "refusal_rate" else f"ASR {c[1]}") for c in columns]
-    header = ["model", "method", "kept step", *names, "MMLU loglik / gen", "template answers (max)"]
+    header = ["model", "method", "kept step", *names, "MMLU loglik / gen", "template answers (max)",
+              "template-shaped (max)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     versus = ["| " + " | ".join(["model", "method", *names]) + " |", "|" + "---|" * (len(names) + 2)]
     sources: dict[str, set[str]] = defaultdict(set)
@@ -220,9 +251,9 @@ def cross_study_table(folders: Sequence[Path], judge: str = "cascade", benchmark
             if not row.used:
                 continue
             sources[f"{model} · {method}"] |= row.sources
-            mmlu, leaks = _utility_and_leaks(row.used)
+            mmlu, leaks, shapes = _utility_and_collapse(row.used)
             lines.append("| " + " | ".join([model, method, _kept_step(row.used, model, method), *row.texts, mmlu,
-                                            leaks]) + " |")
+                                            leaks, shapes]) + " |")
             if reference and method not in ("base", reference):
                 ref_row = _against(studies, model, method, reference, columns, methods)
                 if ref_row.used:
@@ -231,7 +262,9 @@ def cross_study_table(folders: Sequence[Path], judge: str = "cascade", benchmark
              "seeds, with (difference vs the same study's base, seeds pooled by behaviour; sign-flip p). Kept step: "
              "the checkpoint-selection choice ('no window': the rule kept the model before training), else the steps "
              "trained ('<N (guard)': the collapse guard stopped at step N and kept its last good check); seeds "
-             "'/'-joined.", "",
+             "'/'-joined. Template answers contain a training completion; template-shaped answers also count a "
+             "short sentence that opens like one (\"I do not understand the question.\"), the largest share over "
+             "the cell's benchmark x attack groups.", "",
              "Smallest detectable ASR difference on the direct column (alpha 0.05, power 0.8, two proportions; "
              "conservative for these paired tests): " + "; ".join(_mde_notes(studies, models, benchmark, judge,
                                                                               methods))]

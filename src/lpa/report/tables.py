@@ -20,7 +20,7 @@ from lpa.report.seeds import aggregate_seeds
 
 SAFETY_METRICS = ("asr", "score", "refusal_rate", "misclassification", "nonsense_rate",
                   "probe_answer_rate", "probe_refusal_rate", "probe_misclassification")
-COHERENCE_METRICS = ("empty_rate", "repetitive_rate", "template_leak_rate", "mean_tokens")
+COHERENCE_METRICS = ("empty_rate", "repetitive_rate", "template_leak_rate", "template_shape_rate", "mean_tokens")
 
 
 def load_results(run_dir: str | Path) -> dict[str, Any]:
