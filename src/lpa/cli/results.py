@@ -56,16 +56,12 @@ def table(
     """One markdown table across finished studies: ASR per attack, XSTest-safe refusal, MMLU, template answers and
     the kept step per model and method, each paired against the same study's base (sign-flip p, seeds pooled) and
     against a reference method; MDE and the study and seeds behind every cell in footnotes. No model is loaded."""
-    from lpa.experiments.cross_study import DEFAULT_METHODS, cross_study_table, load_study
+    from lpa.experiments.cross_study import AUTO_REFERENCE, cross_study_table
     from lpa.io import atomic_write_text
 
-    # defaults narrow to what the studies hold, so a study without (say) refusal-sft needs no --methods
-    held = {cell.method for folder in folders for cell in load_study(folder)}
-    names = [m.strip() for m in methods.split(",") if m.strip()] or [m for m in DEFAULT_METHODS if m in held]
-    if reference is None:
-        reference = "sft" if "sft" in held else ""
-    text = cross_study_table(folders, judge=judge, benchmark=benchmark, methods=names,
-                             reference=reference.strip() or None)
+    names = [m.strip() for m in methods.split(",") if m.strip()] or None
+    chosen = AUTO_REFERENCE if reference is None else (reference.strip() or None)
+    text = cross_study_table(folders, judge=judge, benchmark=benchmark, methods=names, reference=chosen)
     if out is not None:
         atomic_write_text(out, text + "\n")
     typer.echo(text)

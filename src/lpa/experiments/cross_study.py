@@ -25,6 +25,7 @@ from lpa.errors import LpaError
 
 ATTACKS = ("direct", "prefill", "template", "in-the-wild", "pair", "tap", "crescendo")
 DEFAULT_METHODS = ("base", "lpa", "sft", "lat-harmful", "lat-harmful-4", "refusal-sft")
+AUTO_REFERENCE = "auto"  # sft when the studies hold it
 Column = tuple[str, str, str, str]  # benchmark, attack, judge, metric
 Record = dict[str, Any]
 
@@ -231,9 +232,18 @@ def _utility_and_collapse(cells: Sequence[Cell]) -> tuple[str, str, str]:
 
 
 def cross_study_table(folders: Sequence[Path], judge: str = "cascade", benchmark: str = "harmbench",
-                      methods: Sequence[str] = DEFAULT_METHODS, reference: str | None = "sft") -> str:
-    """Markdown: the table against each study's base, the table against ``reference``, MDE and provenance notes."""
+                      methods: Sequence[str] | None = None, reference: str | None = AUTO_REFERENCE) -> str:
+    """Markdown: the table against each study's base, the table against ``reference``, MDE and provenance notes.
+
+    ``methods=None``: the :data:`DEFAULT_METHODS` the studies hold, so a study without (say) refusal-sft needs no
+    list; ``reference="auto"``: sft when the studies hold it, else no second table; ``None``: no second table.
+    """
     studies = [load_study(Path(f)) for f in folders]
+    finished = {c.method for study in studies for c in study}
+    if methods is None:
+        methods = [m for m in DEFAULT_METHODS if m in finished]
+    if reference == AUTO_REFERENCE:
+        reference = "sft" if "sft" in finished else None
     unfinished = check_choices(studies, judge, benchmark, methods, reference, planned_methods(folders))
     models = list(dict.fromkeys(c.model for study in studies for c in study))
     columns: list[Column] = [(benchmark, a, judge, "asr") for a in ATTACKS] + [("xstest", "direct", judge,
