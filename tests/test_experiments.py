@@ -116,6 +116,27 @@ def test_experiment_runs_resumes_and_reports(tiny_dir, tmp_path):
     assert (tmp_path / "t2-report" / "spec.yaml").is_file() and result.report.read_text() == before
 
 
+def test_a_cell_another_process_runs_is_skipped_and_left_to_it(tiny_dir, tmp_path, caplog):
+    from lpa.experiments.grid import run_cell
+    from lpa.experiments.plan import cell_progress
+    from lpa.testing import held_by_another_process
+
+    spec = _spec(tiny_dir, tmp_path / "shared", seeds=(0,))
+    base, sft = cells(spec)
+    busy = sft.folder(spec.out_dir)
+    busy.mkdir(parents=True)
+    with held_by_another_process(busy):
+        assert cell_progress(busy, 2) == "running now in another process"
+        with caplog.at_level("WARNING"):
+            result = run_experiment(spec, progress=False)
+        assert {r["method"] for r in result.records} == {"base"}  # the other cell was not touched
+        assert not any(busy.iterdir()) and "left to the processes running them" in caplog.text
+        with pytest.raises(LpaError, match="being written by another lpa process"):
+            run_cell(spec, sft, spec.out_dir, progress=False)
+    assert cell_progress(busy, 2) is None  # the holder is gone: an untouched cell again
+    assert {r["method"] for r in run_experiment(spec, progress=False).records} == {"base", "sft"}
+
+
 def test_ratio_is_reference_over_method():
     spec = ExperimentSpec(methods=[{"name": "base"}], reference=None)
     records = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +46,11 @@ def test_local_jobs_killed_one_resubmitted_and_report_only_collects_both(tiny_di
     assert states[sft.job_id] != "RUNNING"
     finished = {p.parent.parent.name for p in (tmp_path / "exp").rglob("cell.json")}
     assert finished == {"base"}
+    from lpa.testing import held_by_another_process
+
+    Path(sft.cell).mkdir(parents=True, exist_ok=True)
+    with held_by_another_process(sft.cell):  # someone is running it by hand: a job would find it locked
+        assert launch(spec, settings) == []
     second = launch(spec, settings)  # only the unfinished cell is queued again
     assert [s.cell for s in second] == [sft.cell]
     wait(second, poll_s=0.5)

@@ -118,18 +118,12 @@ def test_input_files_are_read_strictly(tmp_path):
 def test_an_eval_folder_being_written_is_refused(tmp_path, llama, tokenizer):
     from lpa.eval.runner import evaluate_model
     from lpa.eval.suite import EvalSuite
+    from lpa.testing import held_by_another_process
 
     out = tmp_path / "run"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", f"from lpa.io import run_lock\nimport time\n"
-                               f"with run_lock({str(out)!r}):\n    print('locked', flush=True)\n    time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with held_by_another_process(out):
         suite = EvalSuite(benchmarks=["smoke"], judges=["keyword"], limit=2, generation={"max_new_tokens": 2})
         with pytest.raises(LpaError, match="being written by another lpa process"):
             evaluate_model(llama, tokenizer, suite, out)
         assert not (out / "generations.jsonl").exists()
-    finally:
-        holder.kill()
-        holder.wait()

@@ -12,6 +12,14 @@ class LpaError(Exception):
     """
 
 
+class FolderBusy(LpaError):
+    """Another lpa process holds the lock on a run folder or file this one was about to write.
+
+    An error of its own so that a scheduler of many runs (``lpa experiment``) can leave that run to
+    its owner and go on with the next one.
+    """
+
+
 def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> LpaError:
     """Build the standard 'unknown X' error that lists the valid choices."""
     valid = ", ".join(sorted(choices)) or "(none registered)"

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from lpa.errors import LpaError
+from lpa.errors import FolderBusy, LpaError
 
 log = logging.getLogger(__name__)
 
@@ -310,8 +310,8 @@ def run_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise LpaError(f"{path} is being written by another lpa process; wait for it to finish "
-                           "or write to another --out.") from None
+            raise FolderBusy(f"{path} is being written by another lpa process; wait for it to finish "
+                             "or write to another --out.") from None
         _HELD[name] = (fd, 1)
     try:
         yield
@@ -322,6 +322,23 @@ def run_lock(path: str | Path) -> Iterator[None]:
         else:
             del _HELD[name]
             os.close(fd)  # closing releases the flock
+
+
+def held_elsewhere(path: str | Path) -> bool:
+    """Whether another process holds :func:`run_lock` on ``path`` now (a run in progress there)."""
+    import fcntl
+
+    path = Path(path)
+    if not path.exists() or str(path.resolve()) in _HELD:
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 class JsonlCache:

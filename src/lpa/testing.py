@@ -6,6 +6,8 @@ same way lpa's tests do.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -122,3 +124,22 @@ def save_tiny_adapter(checkpoint: str | Path, folder: str | Path, seed: int = 0)
     torch.manual_seed(seed)
     get_peft_model(model, LoraConfig(r=2, target_modules="all-linear", init_lora_weights=False)).save_pretrained(str(folder))
     return Path(folder)
+
+
+@contextmanager
+def held_by_another_process(path: str | Path) -> Iterator[None]:
+    """Hold :func:`lpa.io.run_lock` on ``path`` (an existing folder, or a file) from a child process while the
+    block runs: a run in progress elsewhere."""
+    import subprocess
+    import sys
+
+    script = ("import sys, time\nfrom lpa.io import run_lock\nwith run_lock(sys.argv[1]):\n"
+              "    print('locked', flush=True)\n    time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        if holder.stdout is None or holder.stdout.readline().strip() != "locked":
+            raise RuntimeError(f"the child process could not lock {path}")
+        yield
+    finally:
+        holder.kill()
+        holder.wait()

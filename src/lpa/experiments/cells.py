@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lpa.experiments.spec import ExperimentSpec, MethodEntry, suite_for
-from lpa.io import atomic_write_json, digest, read_jsonl
+from lpa.io import atomic_write_json, digest, read_jsonl, run_lock
 
 log = logging.getLogger(__name__)
 
@@ -220,12 +220,26 @@ def reuse_baseline_answers(spec: ExperimentSpec, cell: Cell, root: Path) -> bool
 
 
 def run_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool = True) -> dict[str, Any]:
-    """Train (if needed) and evaluate one cell; returns its record (rows, costs, report fields)."""
+    """Train (if needed) and evaluate one cell; returns its record (rows, costs, report fields).
+
+    The cell's folder is locked while it runs: a cell another process is running raises
+    :class:`lpa.errors.FolderBusy` (two processes resuming one cell would write every answer twice).
+    """
+    if (record := finished_record(spec, cell, root)) is not None:
+        return record
+    folder = cell.folder(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    with run_lock(folder):  # a second process on this cell gets FolderBusy at once, before any work
+        if (record := finished_record(spec, cell, root)) is not None:  # another process finished it just before
+            return record
+        return _compute_cell(spec, cell, root, progress=progress)
+
+
+def _compute_cell(spec: ExperimentSpec, cell: Cell, root: Path, *, progress: bool) -> dict[str, Any]:
+    """Train and evaluate an unfinished cell whose folder this process holds, and write its record."""
     from lpa.eval.runner import evaluate
 
     folder = cell.folder(root)
-    if (record := finished_record(spec, cell, root)) is not None:
-        return record
     adapter, selection, train_dir = None, None, None
     cost: dict[str, Any] = {"n_train_examples": 0, "fwd_bwd_passes": 0, "train_wall_s": 0.0}
     if cell.entry.trains:

@@ -4,7 +4,8 @@ Layout under the experiment folder: one folder per cell (see :mod:`lpa.experimen
 ``results.csv  summary.csv  report.md  plots/  overlap.json`` written from the cells' records.
 
 Training and evaluation resume on their own, so a crash anywhere loses at most a step or a batch;
-a cell whose ``cell.json`` matches the current spec is not recomputed.  The untrained base
+a cell whose ``cell.json`` matches the current spec is not recomputed.  A cell another process is
+running (its folder is locked) is skipped, so two shells or machines on one spec share its cells.  The untrained base
 model is evaluated once per model when decoding is greedy (its outputs do not depend on the seed).
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lpa.errors import FolderBusy, LpaError
 from lpa.experiments.cells import (
     CELL_KEYS,
     Cell,
@@ -39,7 +41,6 @@ def check_experiment(spec: ExperimentSpec) -> None:
     Runs before the first cell, so a typo in the third method does not wait for the first two to
     train; one :class:`LpaError` lists every problem found.
     """
-    from lpa.errors import LpaError
     from lpa.eval.preflight import suite_problems
 
     problems: list[str] = []
@@ -109,18 +110,25 @@ def run_experiment(
     atomic_write_text(spec.report_root / "spec.yaml", _dump(spec))
     every = cells(spec)
     todo = [] if report_only else select_cells(every, only)
-    records = []
+    records, busy = [], []
     for index, cell in enumerate(todo, start=1):
+        seed = "all seeds" if cell.seed is None else f"seed {cell.seed}"
         if console is not None:
-            seed = "all seeds" if cell.seed is None else f"seed {cell.seed}"
             console.rule(f"[{index}/{len(todo)}] {cell.model} · {cell.entry.name} · {seed}")
-        records.append(run_cell(spec, cell, root, progress=progress))
+        try:
+            records.append(run_cell(spec, cell, root, progress=progress))
+        except FolderBusy:  # another shell or job runs it: leave it to its owner, go on with the next cell
+            busy.append(f"{cell.model} · {cell.entry.name} · {seed}")
+            log.warning("%s: another lpa process is running this cell; skipped here", cell.folder(root))
     chosen = {c.folder(root) for c in todo}
     records += [r for c in every if c.folder(root) not in chosen and (r := finished_record(spec, c, root)) is not None]
+    if busy:
+        log.warning("%d cell(s) left to the processes running them (the report covers the cells finished now; "
+                    "run with --report-only when they end): %s", len(busy), "; ".join(busy))
     if not records:
-        from lpa.errors import LpaError
-
-        raise LpaError(f"No finished cells under {root}: run `lpa experiment` without --report-only first.")
+        raise LpaError(f"No finished cells under {root}: "
+                       + (f"{len(busy)} are being run by other processes; run with --report-only when they end."
+                          if busy else "run `lpa experiment` without --report-only first."))
     summary = summarise(spec, records)
     report = write_outputs(spec, records, summary)
     return ExperimentResult(root, records, summary, report)

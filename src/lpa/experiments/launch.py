@@ -11,6 +11,7 @@ subprocesses on this machine (submitit's local executor): the way to test a laun
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lpa.errors import LpaError
 from lpa.experiments.spec import ExperimentSpec
-from lpa.io import append_jsonl
+from lpa.io import append_jsonl, held_elsewhere
+
+log = logging.getLogger(__name__)
 
 LauncherName = Literal["slurm", "local"]
 JOBS_FOLDER = "_jobs"
@@ -99,6 +102,11 @@ def launch(spec: ExperimentSpec, settings: LaunchSettings, only: dict[str, list[
     check_experiment(spec)
     root = spec.out_dir
     todo = [c for c in select_cells(cells(spec), only) if finished_record(spec, c, root) is None]
+    running = [c for c in todo if held_elsewhere(c.folder(root))]
+    if running:  # a job for them would only find the folder locked
+        log.warning("not submitted, another process is running them: %s",
+                    "; ".join(str(c.folder(root)) for c in running))
+        todo = [c for c in todo if c not in running]
     if not todo:
         return []
     folder = root / JOBS_FOLDER

@@ -83,13 +83,13 @@ def cell_progress(folder: Path, steps: int) -> str | None:
     Read from the files a run appends to as it goes (metrics, selection curve, answers), so it is right even
     while the cell runs in another process.
     """
-    from lpa.io import read_jsonl
+    from lpa.io import held_elsewhere, read_jsonl
 
     def lines(path: Path) -> int:
         return sum(1 for _ in read_jsonl(path)) if path.is_file() else 0
 
     train, evaluation = folder / "train", folder / "eval"
-    parts = []
+    parts = ["running now in another process"] if any(map(held_elsewhere, (folder, train, evaluation))) else []
     if (train / "result.json").is_file():
         parts.append("trained")
     elif (train / "metrics.jsonl").is_file():
