@@ -145,6 +145,20 @@ def test_measured_attack_times_replace_the_generic_answer_cost_and_cost_searches
     assert not any("not in the estimate" in n for n in notes)
 
 
+def test_a_search_a_model_has_not_timed_borrows_the_other_models_cost(tiny_dir, tmp_path):
+    from lpa.experiments.plan import Units, units_for
+
+    spec = _spec(tiny_dir, tmp_path)
+    measured = {"a": Units(attack_answer_s={"pair": 40.0, "in-the-wild": 3.0},
+                           attack_request_s={"pair": 40.0, "in-the-wild": 3.0}),
+                "b": Units(attack_answer_s={"pair": 60.0}, attack_request_s={"pair": 60.0})}
+    units = units_for(spec, "c", measured, ["pair"])
+    assert units.attack_request_s == {"pair": 50.0}  # searches only: a human jailbreak's cost is the target's
+    assert "borrowed from 2 other target model(s)" in units.source["pair"]
+    assert units_for(spec, "a", measured, ["pair"]).attack_request_s["pair"] == 40.0  # its own measurement wins
+    assert units_for(spec, "c", measured).attack_request_s == {}
+
+
 def test_plan_counts_finished_cells_and_scales_what_is_left_by_their_measured_cost(tiny_dir, tmp_path):
     from lpa.experiments.plan import calibration, format_plan, plan
 

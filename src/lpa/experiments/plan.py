@@ -8,7 +8,8 @@ evaluations every ``selection.every`` steps -- and multiplied by unit times: sec
 the spec's folder and ``plan.measured_from``; every figure says which.  Where finished cells timed an
 attack (``cost.attack_timing``), its own seconds per answer replace the generic one -- a human jailbreak's
 long prompt costs ~10x a direct request on a CPU -- and a search attack, whose answers are unknown before
-it runs, is costed per request.  Judging and the engine's load are not in the unit times, so finished cells
+it runs, is costed per request (borrowed from the other models' cells until this model's first cell has timed it:
+its attacker and judge, the same for every target, make most of its cost).  Judging and the engine's load are not in the unit times, so finished cells
 are set beside what the plan says for them: their measured/planned ratio scales the hours left.  The design's smallest
 detectable ASR difference (:func:`lpa.experiments.power.min_detectable_difference`) is printed beside it.
 """
@@ -19,6 +20,7 @@ import copy
 import json
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,13 +153,21 @@ def generated_answers(rows: list[dict[str, Any]]) -> float:
     return answers
 
 
-def units_for(spec: ExperimentSpec, model: str, measured: dict[str, Units]) -> Units:
+def units_for(spec: ExperimentSpec, model: str, measured: dict[str, Units], searches: Sequence[str] = ()) -> Units:
     """The spec's given unit times over the measured ones; a step without the attacker defaults to a fraction.
 
     A given LAT step also replaces a measured plain step: it was given because the finished cells trained under
-    other settings (dtype, hardware), so their plain steps no longer apply.
+    other settings (dtype, hardware), so their plain steps no longer apply.  A search attack (``searches``) this
+    model has not timed yet borrows its seconds per request from the other models' cells: its attacker and judge
+    models, the same for every target, make most of its cost.
     """
     units = copy.deepcopy(measured.get(model, Units()))
+    for attack in searches:
+        others = [u.attack_request_s[attack] for m, u in measured.items() if m != model and attack in u.attack_request_s]
+        if attack not in units.attack_request_s and others:
+            units.attack_request_s[attack] = units.attack_answer_s[attack] = statistics.median(others)
+            units.source[attack] = (f"borrowed from {len(others)} other target model(s)' cells (a search's cost is "
+                                    "mostly its attacker's)")
     given = f"given in the spec's plan block ({spec.plan.measured_on or 'source not stated'})"
     if model in spec.plan.step_s:
         units.lat_step_s, units.source["lat_step_s"] = spec.plan.step_s[model], given
@@ -264,13 +274,15 @@ def plan(spec: ExperimentSpec) -> tuple[list[CellWork], list[str]]:
 
         selection_work = [suite_workload(s) for s in selection_suites(spec.selection, [], spec.data_dir)]
     selection_cost = sum(w.total for w in selection_work)
-    work = []
+    work: list[CellWork] = []
+    searches: set[str] = set()
     for cell in cells(spec):
         suite = suite_for(spec, cell.entry)
         key = json.dumps(suite.model_dump(mode="json"), sort_keys=True)
         if key not in evals:
             evals[key] = suite_workload(suite)
-        units = units_for(spec, cell.model, measured)
+        units = units_for(spec, cell.model, measured, evals[key].unknown)
+        searches.update(evals[key].unknown)
         unmeasured = [a for a in evals[key].unknown if a not in units.attack_request_s]
         if unmeasured:
             notes.append(f"{cell.model}: attacks whose cost a search decides ({', '.join(unmeasured)}) are not in "
@@ -302,7 +314,7 @@ def plan(spec: ExperimentSpec) -> tuple[list[CellWork], list[str]]:
             row.progress = cell_progress(cell.folder(spec.out_dir), steps)
         work.append(row)
     for model in spec.models:
-        units = units_for(spec, model, measured)
+        units = units_for(spec, model, measured, sorted(searches))
         for name in ("lat_step_s", "plain_step_s", "generation_s"):
             value = getattr(units, name)
             notes.append(f"{model}: {name} = " + (f"{value:.2f} s, {units.source[name]}" if value is not None else
