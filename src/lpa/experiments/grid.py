@@ -5,8 +5,9 @@ Layout under the experiment folder: one folder per cell (see :mod:`lpa.experimen
 
 Training and evaluation resume on their own, so a crash anywhere loses at most a step or a batch;
 a cell whose ``cell.json`` matches the current spec is not recomputed.  A cell another process is
-running (its folder is locked) is skipped, so two shells or machines on one spec share its cells.  The untrained base
-model is evaluated once per model when decoding is greedy (its outputs do not depend on the seed).
+running (its folder is locked) is skipped, so two shells or machines on one spec share its cells.  The
+untrained base model is evaluated once per model when decoding is greedy (its outputs do not depend on
+the seed).
 """
 
 from __future__ import annotations

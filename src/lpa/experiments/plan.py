@@ -8,10 +8,11 @@ evaluations every ``selection.every`` steps -- and multiplied by unit times: sec
 the spec's folder and ``plan.measured_from``; every figure says which.  Where finished cells timed an
 attack (``cost.attack_timing``), its own seconds per answer replace the generic one -- a human jailbreak's
 long prompt costs ~10x a direct request on a CPU -- and a search attack, whose answers are unknown before
-it runs, is costed per request (borrowed from the other models' cells until this model's first cell has timed it:
-its attacker and judge, the same for every target, make most of its cost).  Judging and the engine's load are not in the unit times, so finished cells
-are set beside what the plan says for them: their measured/planned ratio scales the hours left.  The design's smallest
-detectable ASR difference (:func:`lpa.experiments.power.min_detectable_difference`) is printed beside it.
+it runs, is costed per request (borrowed from the other models' cells until this model's first cell has
+timed it: its attacker and judge, the same for every target, make most of its cost).  Judging and the
+engine's load are not in the unit times, so finished cells are set beside what the plan says for them:
+their measured/planned ratio scales the hours left.  The design's smallest detectable ASR difference
+(:func:`lpa.experiments.power.min_detectable_difference`) is printed beside it.
 """
 
 from __future__ import annotations
