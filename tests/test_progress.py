@@ -1,5 +1,6 @@
 import io
 
+import pytest
 from rich.console import Console
 
 from lpa.progress import Bar, progress, progress_bar, progress_enabled
@@ -9,12 +10,40 @@ def test_progress_yields_every_item_in_order_when_disabled():
     assert list(progress(range(5), "x", enabled=False)) == [0, 1, 2, 3, 4]
 
 
-def test_progress_quiet_when_not_a_tty(monkeypatch, capsys):
+def test_a_short_loop_is_quiet_when_not_a_tty(monkeypatch, capsys):
     monkeypatch.delenv("LPA_PROGRESS", raising=False)
-    assert progress_enabled() is False  # pytest captures stderr: not a terminal
+    monkeypatch.delenv("LPA_PROGRESS_EVERY", raising=False)
+    assert progress_enabled() is True  # reported, but as timed lines: pytest's stderr is not a terminal
     assert list(progress(["a", "b"], "quiet")) == ["a", "b"]
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+def test_a_long_loop_prints_timed_lines_to_a_log(monkeypatch, capsys):
+    monkeypatch.delenv("LPA_PROGRESS", raising=False)
+    monkeypatch.setenv("LPA_PROGRESS_EVERY", "0")  # every advance is "long enough"
+    with progress_bar("generating", 4, completed=1) as bar:  # resumed: one answer was on disk
+        bar.advance()
+        bar.describe("generating (pair)")
+        bar.advance(2)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3  # two advances and the closing line
+    assert "generating: 2/4 (50%)" in lines[0] and "eta" in lines[0] and "elapsed" in lines[0]
+    assert "generating (pair): 4/4 (100%)" in lines[-1] and "eta" not in lines[-1]
+    monkeypatch.setenv("LPA_PROGRESS", "0")
+    assert list(progress(range(3), "silenced")) == [0, 1, 2] and capsys.readouterr().err == ""
+
+
+def test_a_bad_line_interval_is_one_clear_error(monkeypatch):
+    from lpa.cli.main import run
+    from lpa.errors import LpaError
+
+    monkeypatch.setenv("LPA_PROGRESS_EVERY", "soon")
+    with pytest.raises(LpaError, match="LPA_PROGRESS_EVERY='soon'"):
+        progress_bar("x", 1).__enter__()
+    assert run(["models", "--help"]) == 2
+    monkeypatch.setenv("LPA_PROGRESS_EVERY", "30")
+    assert run(["models", "--help"]) == 0
 
 
 def test_env_overrides(monkeypatch):

@@ -1,7 +1,10 @@
-"""One progress bar for every long loop: count, rate and ETA (rich), silent when nobody is watching.
+"""One progress bar for every long loop: count, rate and ETA, as a bar on a terminal and as lines in a log.
 
-Bars appear only on an interactive terminal, so logs, CI and piped output stay clean.  Set
-``LPA_PROGRESS=0`` to silence them everywhere, or ``LPA_PROGRESS=1`` to force them on.
+On an interactive terminal it is a rich bar.  Elsewhere (a SLURM job's log, ``nohup``, a pipe) a loop that
+runs longer than ``LPA_PROGRESS_EVERY`` seconds (default 60) prints one timestamped line to stderr every
+that many seconds and one when it ends, so a long job's log says how far it got; shorter loops print
+nothing, so CI and piped output stay clean.  ``LPA_PROGRESS=0`` silences both, ``LPA_PROGRESS=1`` forces
+the bar.
 
     for row in progress(rows, "judging", total=len(rows)):
         ...
@@ -14,25 +17,79 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator, Sized
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-__all__ = ["Bar", "progress", "progress_bar", "progress_enabled"]
+__all__ = ["Bar", "line_interval", "progress", "progress_bar", "progress_enabled"]
 
 T = TypeVar("T")
 
 
-def progress_enabled(enabled: bool | None = None) -> bool:
-    """Explicit ``enabled`` wins; else ``LPA_PROGRESS``; else only when stderr is a terminal."""
-    if enabled is not None:
-        return enabled
+def _env_switch() -> bool | None:
+    """``LPA_PROGRESS`` as on / off, None when unset."""
     env = os.environ.get("LPA_PROGRESS", "").strip().lower()
     if env in {"0", "false", "no", "off"}:
         return False
     if env in {"1", "true", "yes", "on"}:
         return True
-    return sys.stderr.isatty()
+    return None
+
+
+def progress_enabled(enabled: bool | None = None) -> bool:
+    """Whether progress is reported at all: explicit ``enabled`` wins; else ``LPA_PROGRESS``; else yes."""
+    if enabled is not None:
+        return enabled
+    return _env_switch() is not False
+
+
+def line_interval() -> float:
+    """Seconds between progress lines when stderr is not a terminal (``LPA_PROGRESS_EVERY``, default 60)."""
+    raw = os.environ.get("LPA_PROGRESS_EVERY", "").strip()
+    try:
+        seconds = float(raw) if raw else 60.0
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
+        from lpa.errors import LpaError
+
+        raise LpaError(f"LPA_PROGRESS_EVERY={raw!r} is not a number of seconds >= 0 (the default is 60).")
+    return seconds
+
+
+class _Lines:
+    """Timestamped progress lines for a log: one every ``every`` seconds, and a last one if any was printed."""
+
+    def __init__(self, description: str, total: int | None, completed: int, every: float) -> None:
+        self.description, self.total, self.every = description, total, every
+        self.start = self.last = time.monotonic()
+        self.start_count, self.printed = completed, False
+
+    def update(self, completed: int, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if (final and self.printed) or (not final and now - self.last >= self.every):
+            self.last, self.printed = now, True
+            print(self._line(completed, now), file=sys.stderr, flush=True)
+
+    def _line(self, completed: int, now: float) -> str:
+        elapsed, done = now - self.start, completed - self.start_count
+        count = f"{completed}/{self.total}" if self.total else str(completed)
+        if self.total:
+            count += f" ({100 * completed / self.total:.0f}%)"
+        parts = [f"{time.strftime('%H:%M:%S')} {self.description}: {count}", f"elapsed {_clock(elapsed)}"]
+        if done > 0:
+            per = elapsed / done
+            parts.append(f"{per:.1f} s/it" if per >= 1 else f"{1 / per:.1f} it/s")
+            if self.total and completed < self.total:
+                parts.append(f"eta {_clock(per * (self.total - completed))}")
+        return " · ".join(parts)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class Bar:
@@ -43,7 +100,11 @@ class Bar:
     ) -> None:
         self.completed = completed
         self._progress: Any = None
+        self._lines: _Lines | None = None
         if not enabled:
+            return
+        if console is None and not sys.stderr.isatty() and _env_switch() is not True:
+            self._lines = _Lines(description, total, completed, line_interval())
             return
         from rich.console import Console
         from rich.progress import (
@@ -73,6 +134,8 @@ class Bar:
 
     def advance(self, n: int = 1) -> None:
         self.completed += n
+        if self._lines is not None:
+            self._lines.update(self.completed)
         if self._progress is None:
             return
         self._progress.update(self._task, advance=n)
@@ -83,10 +146,15 @@ class Bar:
             self._progress.update(self._task, rate=rate)
 
     def describe(self, description: str) -> None:
+        if self._lines is not None:
+            self._lines.description = description
         if self._progress is not None:
             self._progress.update(self._task, description=description)
 
     def close(self) -> None:
+        if self._lines is not None:
+            self._lines.update(self.completed, final=True)
+            self._lines = None
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

@@ -43,6 +43,9 @@ def _root(
     import logging
     import os
 
+    from lpa.progress import line_interval
+
+    line_interval()  # a malformed LPA_PROGRESS_EVERY is a clear error now, not at the first bar of a long run
     if verbose:
         os.environ["LPA_VERBOSE"] = "1"
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

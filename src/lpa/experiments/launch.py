@@ -90,7 +90,7 @@ def run_cell_job(spec_data: dict[str, Any], model: str, method: str, seed: int |
 
     spec = ExperimentSpec.model_validate(spec_data)
     cell = next(c for c in cells(spec) if (c.model, c.entry.name, c.seed) == (model, method, seed))
-    run_cell(spec, cell, spec.out_dir, progress=False)
+    run_cell(spec, cell, spec.out_dir)  # progress as timed lines in the job's log (lpa.progress)
     return str(cell.folder(spec.out_dir))
 
 
