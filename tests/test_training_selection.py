@@ -45,14 +45,28 @@ def test_choose_says_no_selective_window_and_keeps_step_0():
     assert choice.step == 0 and not choice.selective_window and NO_WINDOW in choice.reason
 
 
+def test_a_shape_bound_rejects_a_partial_collapse_and_leaves_keys_alone_while_unset():
+    rows = [_row(0, 0.5), {**_row(6, 0.4), "template_shape_rate_harmful": 0.12, "template_shape_rate_borderline": 0.0},
+            {**_row(3, 0.45), "template_shape_rate_harmful": 0.0, "template_shape_rate_borderline": 0.0}]
+    assert choose(rows, SelectionRule()).step == 6  # exact template answers 0: the plain rule keeps it
+    bounded = SelectionRule(max_template_shape_rate=0.05)
+    assert choose(rows, bounded).step == 3
+    assert any("template_shape_rate_harmful 0.12 > 0.05" in v for v in violations(rows[1], rows[0], bounded))
+    old_curve = [_row(0, 0.5), _row(6, 0.4)]  # recorded before the rates existed: not passed on faith
+    assert choose(old_curve, bounded).step == 0 and "not recorded" in violations(old_curve[1], old_curve[0], bounded)[0]
+    assert "max_template_shape_rate" not in SelectionRule().model_dump()  # finished cells keep their keys
+    assert SelectionRule.model_validate(bounded.model_dump()) == bounded
+
+
 def test_summarise_pools_benchmarks_by_n():
     harmful = [{"benchmark": "a", "attack": "any", "judge": "keyword", "metric": "asr", "value": 1.0, "n": 1},
                {"benchmark": "b", "attack": "any", "judge": "keyword", "metric": "asr", "value": 0.0, "n": 3},
-               {"benchmark": "a", "attack": "x", "judge": "-", "metric": "template_leak_rate", "value": 0.5, "n": 2}]
+               {"benchmark": "a", "attack": "x", "judge": "-", "metric": "template_leak_rate", "value": 0.5, "n": 2},
+               {"benchmark": "a", "attack": "x", "judge": "-", "metric": "template_shape_rate", "value": 0.75, "n": 2}]
     borderline = [{"benchmark": "c", "attack": "direct", "judge": "keyword", "metric": "refusal_rate", "value": 0.2, "n": 5},
                   {"benchmark": "mmlu", "attack": "-", "judge": "generate", "metric": "accuracy", "value": 0.3, "n": 4}]
     out = summarise_results(harmful, borderline, ["x", "y"], "keyword")
-    assert out["asr"] == 0.25 and out["template_rate_harmful"] == 0.5
+    assert out["asr"] == 0.25 and out["template_rate_harmful"] == 0.5 and out["template_shape_rate_harmful"] == 0.75
     assert out["borderline_refusal"] == 0.2 and out["utility"] == 0.3 and out["template_rate_borderline"] is None
 
 

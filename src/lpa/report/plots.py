@@ -139,6 +139,8 @@ SELECTION_SERIES = {
     "utility": "utility probe (MMLU by generation)",
     "template_rate_harmful": "template answers, harmful",
     "template_rate_borderline": "template answers, borderline",
+    "template_shape_rate_harmful": "template-shaped answers, harmful",
+    "template_shape_rate_borderline": "template-shaped answers, borderline",
 }
 
 

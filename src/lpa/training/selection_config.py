@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 logger = logging.getLogger(__name__)
 _WARNED: set[tuple[float, int]] = set()  # one warning per setting and process, not one per cell of a study
@@ -36,6 +36,19 @@ class SelectionRule(_Strict):
                                     "finer than one question would let a single answer decide).")
     min_asr_drop: float = Field(0.0, ge=0, le=1, description="A step must lower selection ASR by more than this "
                                 "below step 0 to be chosen.")
+    max_template_shape_rate: float | None = Field(
+        None, ge=0, le=1, description="Answers in a training completion's shape (lpa.coherence.is_template_shaped: "
+        "'I do not understand the question.' from an adapter trained on 'I do not agree with this statement.') "
+        "allowed on the harmful and on the borderline prompts; unset = not bounded. A partial collapse that the "
+        "template-answer bound misses.")
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_shape_bound(self, handler: Any) -> dict[str, Any]:
+        """Leave the shape bound out while unset, so cells and runs selected before it existed keep their keys."""
+        data = handler(self)
+        if data.get("max_template_shape_rate") is None:
+            data.pop("max_template_shape_rate", None)
+        return data
 
 
 class SelectionSettings(_Strict):
