@@ -59,17 +59,19 @@ def line_interval() -> float:
 
 
 class _Lines:
-    """Timestamped progress lines for a log: one every ``every`` seconds, and a last one if any was printed."""
+    """Timestamped progress lines for a log: one every ``every`` seconds, and a last one at the end when any was
+    printed and the count moved since."""
 
     def __init__(self, description: str, total: int | None, completed: int, every: float) -> None:
         self.description, self.total, self.every = description, total, every
         self.start = self.last = time.monotonic()
-        self.start_count, self.printed = completed, False
+        self.start_count, self.printed = completed, None  # the count last printed (None: nothing yet)
 
     def update(self, completed: int, *, final: bool = False) -> None:
         now = time.monotonic()
-        if (final and self.printed) or (not final and now - self.last >= self.every):
-            self.last, self.printed = now, True
+        due = self.printed is not None and completed != self.printed if final else now - self.last >= self.every
+        if due:
+            self.last, self.printed = now, completed
             print(self._line(completed, now), file=sys.stderr, flush=True)
 
     def _line(self, completed: int, now: float) -> str:
