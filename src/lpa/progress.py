@@ -65,7 +65,8 @@ class _Lines:
     def __init__(self, description: str, total: int | None, completed: int, every: float) -> None:
         self.description, self.total, self.every = description, total, every
         self.start = self.last = time.monotonic()
-        self.start_count, self.printed = completed, None  # the count last printed (None: nothing yet)
+        self.start_count = completed
+        self.printed: int | None = None  # the count last printed (None: nothing yet)
 
     def update(self, completed: int, *, final: bool = False) -> None:
         now = time.monotonic()
