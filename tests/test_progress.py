@@ -52,6 +52,18 @@ def test_a_bad_line_interval_is_one_clear_error(monkeypatch):
     assert run(["models", "--help"]) == 0
 
 
+def test_third_party_tqdm_bars_stay_out_of_a_log(monkeypatch):
+    """transformers' GGUF loader calls tqdm itself; off a terminal its carriage-return frames would fill the log."""
+    import os
+
+    from lpa.cli.main import run
+
+    monkeypatch.setenv("TQDM_DISABLE", "placeholder")  # restored (removed) after the test
+    monkeypatch.delenv("TQDM_DISABLE")
+    assert run(["models", "--help"]) == 0
+    assert os.environ.get("TQDM_DISABLE") == "1"
+
+
 def test_env_overrides(monkeypatch):
     monkeypatch.setenv("LPA_PROGRESS", "0")
     assert progress_enabled() is False

@@ -53,6 +53,10 @@ def _root(
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' own bars (we show ours)
+        if not sys.stderr.isatty():
+            # Libraries that call tqdm directly (transformers' GGUF de-quantisation) would smear carriage-return
+            # frames through a job's log; off a terminal lpa's own timestamped lines report progress instead.
+            os.environ.setdefault("TQDM_DISABLE", "1")
         import warnings
 
         warnings.filterwarnings("ignore", category=FutureWarning)
