@@ -114,7 +114,7 @@ def test_ctrl_c_exits_130_with_a_message_and_keeps_whole_rows(tmp_path, tiny):
     assert out.is_file() and out.stat().st_size > 0, "no row was written before the deadline"
     assert proc.poll() is None, "generation finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=300)  # a process starved of CPU (a loaded machine) exits late
     assert proc.returncode == 130, stdout + stderr
     assert "Interrupted" in stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]  # whole lines only
