@@ -53,3 +53,20 @@ def embedded():
         return load_model("smollm2-135m", device="cpu")
     except Exception as exc:  # the package is missing: a setup problem, shown as a skip reason
         pytest.skip(f"embedded model unavailable: {exc}")
+
+
+@pytest.fixture
+def interruptible_children():
+    """Child processes that a SIGINT reaches, even when pytest itself was started in the background.
+
+    A shell starts a background job (``make test &``, ``nohup … &``) with SIGINT ignored, and an ignored signal
+    stays ignored across ``exec``: every ``lpa`` a test spawns would then shrug off Ctrl-C and a job cancel.
+    A handled signal is reset to the default on ``exec``, so installing Python's handler here gives the children
+    the default (terminal-like) behaviour; the pytest process gets its own handler back afterwards."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

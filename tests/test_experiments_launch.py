@@ -33,7 +33,7 @@ def _spec(tiny_dir, out):
         analyses={"overlap": False}))
 
 
-def test_local_jobs_killed_one_resubmitted_and_report_only_collects_both(tiny_dir, tmp_path):
+def test_local_jobs_killed_one_resubmitted_and_report_only_collects_both(tiny_dir, tmp_path, interruptible_children):
     from lpa.experiments.launch import LaunchSettings, launch, wait
 
     spec = _spec(tiny_dir, tmp_path / "exp")
